@@ -1,0 +1,1 @@
+"""Modules built from NetSpecs, the named model zoo and checkpoint formats."""
