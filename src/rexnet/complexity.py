@@ -118,3 +118,40 @@ def count_module(module, input_size: int = 224, in_chans: int = 3) -> tuple[int,
         module(torch.zeros(1, in_chans, input_size, input_size))
     module.train(was_training)
     return params, counter.get_total_flops() // 2
+
+
+def interleaved_latency(models: dict, batch: int = 1, input_size: int = 224, runs: int = 30,
+                        warmup: int = 5, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """CPU latency of several models, timed in turns so machine drift hits all alike.
+
+    Returns per model: median, p10, p90 (milliseconds per batch) and images/s at
+    the median.  Each model runs in eval mode under ``torch.inference_mode``.
+    """
+    import time
+
+    import torch
+
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    x = torch.randn(batch, 3, input_size, input_size)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for m in models.values():
+        m.eval()
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for m in models.values():
+                m(x)
+        for _ in range(runs):
+            for name, m in models.items():
+                t0 = time.perf_counter()
+                m(x)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    out = {}
+    for name, ts in times.items():
+        ts = sorted(ts)
+        q = lambda p: ts[min(len(ts) - 1, int(round(p * (len(ts) - 1))))]  # noqa: E731
+        out[name] = dict(median_ms=q(0.5), p10_ms=q(0.1), p90_ms=q(0.9),
+                         images_per_s=batch / (q(0.5) / 1e3), runs=len(ts), batch=batch)
+    return out
