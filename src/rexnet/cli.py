@@ -75,6 +75,81 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+    import logging
+
+    from .train.engine import train
+    from .train.recipe import Recipe, load_recipe
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in Recipe.__dataclass_fields__ and v is not None and k != "recipe"}
+    cfg = load_recipe(args.recipe, overrides)
+    summary = train(cfg, args.out, resume=args.resume)
+    if int(__import__("os").environ.get("RANK", "0")) == 0:
+        final = summary["final"] or {}
+        print(f"{summary['model']} on {summary['data']}: {summary['epochs_done']} epochs, best val top-1 "
+              f"{summary['best_val_top1']:.2f}% (epoch {summary['best_epoch']}), last val top-1 "
+              f"{final.get('val_top1', float('nan')):.2f}%, {final.get('images_per_s', 0):.1f} img/s"
+              + (f"; {summary['stopped']}" if summary["stopped"] else ""))
+        print(f"wrote {Path(args.out) / 'summary.json'}")
+        if args.json:
+            print(json.dumps(summary))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .train.engine import evaluate_checkpoint
+    from .report import write_json
+
+    summary = evaluate_checkpoint(args.model, args.weights, args.data, input_size=args.input_size,
+                                  transform=args.transform, stride_plan=args.stride_plan,
+                                  batch_size=args.batch_size, data_root=args.data_root,
+                                  download=args.download, skip_bad=args.skip_bad_images,
+                                  num_classes=args.num_classes, limit=args.limit, ema=args.ema)
+    print(f"{summary['model']} on {summary['data']} ({summary['n']} images): top-1 {summary['top1']:.2f}%, "
+          f"top-5 {summary['top5']:.2f}%, loss {summary['loss']:.4f}, {summary['images_per_s']:.1f} img/s")
+    out = args.out or "eval_summary.json"
+    write_json(summary, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from .report import write_json
+    from .train.data import check_tree
+
+    report = check_tree(args.path)
+    for split, s in report["splits"].items():
+        print(f"{split}: {s['images']} readable images in {len(s['classes'])} classes")
+        for cls, n in s["classes"].items():
+            print(f"  {cls:24s} {n}")
+        for path, why in s["bad"].items():
+            print(f"  BAD {path}: {why}")
+    print(f"{report['bad_total']} bad file(s)" + (" (train with --skip-bad-images to skip them)"
+                                                 if report["bad_total"] else ""))
+    if args.json:
+        write_json(report, args.json)
+    return 1 if report["bad_total"] else 0
+
+
+def _add_recipe_options(p: argparse.ArgumentParser) -> None:
+    from dataclasses import fields
+
+    from .train.recipe import Recipe
+
+    g = p.add_argument_group("recipe fields (override the preset; booleans take true/false)")
+    for f in fields(Recipe):
+        if f.name in ("model", "data", "recipe"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            g.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL")
+        else:
+            g.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rexnet", description=__doc__)
     p.add_argument("--version", action="version", version=f"rexnet {__version__}")
@@ -97,6 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--save-spec", help="write the NetSpec as .json or .yaml")
     i.set_defaults(func=cmd_info)
 
+    t = sub.add_parser("train", help="train a model (torchrun for several processes or nodes)")
+    t.add_argument("--model", required=True, help="zoo name or NetSpec file")
+    t.add_argument("--data", required=True, help="cifar10 | cifar100 | mnist | fashion-mnist | image tree | zip")
+    t.add_argument("--recipe", default="cifar", help="imagenet | cifar | path to a recipe YAML")
+    t.add_argument("--out", required=True, help="run directory (checkpoints, metrics, summary)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
+    t.add_argument("--json", action="store_true", help="also print the summary as JSON")
+    _add_recipe_options(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a checkpoint (any supported format)")
+    e.add_argument("--model", default=None, help="zoo name or NetSpec file (optional for our checkpoints)")
+    e.add_argument("--weights", required=True)
+    e.add_argument("--data", required=True)
+    e.add_argument("--data-root", default=None)
+    e.add_argument("--download", action="store_true")
+    e.add_argument("--input-size", type=int, default=None, help="default: 224, or 32 for CIFAR-sized models")
+    e.add_argument("--transform", default=None, help="imagenet | cifar (default: by input size)")
+    e.add_argument("--stride-plan", default="auto")
+    e.add_argument("--num-classes", type=int, default=None)
+    e.add_argument("--batch-size", type=int, default=100)
+    e.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    e.add_argument("--skip-bad-images", action="store_true")
+    e.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    e.add_argument("--out", default=None, help="summary JSON path (default eval_summary.json)")
+    e.set_defaults(func=cmd_eval)
+
+    dt = sub.add_parser("data", help="dataset tools")
+    dsub = dt.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="scan an image tree or zip: class counts and bad files")
+    dc.add_argument("path")
+    dc.add_argument("--json", default=None)
+    dc.set_defaults(func=cmd_data_check)
+
     d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
     d.add_argument("--out", default="out")
     d.add_argument("--runs", type=int, default=10)
@@ -109,9 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print(f"rexnet {args.command}: interrupted; finished work is kept (train: --resume continues)",
+              file=sys.stderr)
+        return 130
     except (ValueError, FileNotFoundError) as e:  # user errors: one clear line, no traceback
         print(f"rexnet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        if type(e).__name__ != "TrainingDiverged":
+            raise
+        print(f"rexnet {args.command}: error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -218,3 +218,19 @@ def resolve_pretrained(name: str, weights_info: dict | None, download: bool = Tr
                               f"and place it at {target}, or set REXNET_CACHE to its folder.") from None
     os.replace(tmp, target)
     return target
+
+
+def read_spec(path: str | os.PathLike) -> NetSpec | None:
+    """The NetSpec stored in one of our checkpoints (safetensors metadata or a 'spec' entry), if any."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), "pt") as f:
+                text = (f.metadata() or {}).get("spec")
+            return NetSpec.from_json(text) if text else None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    return NetSpec.from_dict(spec) if isinstance(spec, dict) else None

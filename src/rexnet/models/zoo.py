@@ -225,12 +225,36 @@ def model_info(name: str) -> ModelInfo:
                          f"See `rexnet models` for all names.") from None
 
 
-def model_spec(name: str, num_classes: int | None = None, **overrides: Any) -> NetSpec:
-    """The NetSpec of a zoo model; ``overrides`` go to its spec function (e.g. ``dropout``)."""
+def model_spec(name: str, num_classes: int | None = None, stride_plan: str = "imagenet",
+               **overrides: Any) -> NetSpec:
+    """The NetSpec of a zoo model; ``overrides`` go to its spec function (e.g. ``dropout``).
+
+    ``stride_plan='cifar'`` (or a name ending in ``_cifar``) gives the 32x32 variant.
+    """
+    if name.endswith("_cifar") and name not in REGISTRY:
+        name, stride_plan = name[: -len("_cifar")], "cifar"
+    if stride_plan not in ("imagenet", "cifar"):
+        raise ValueError(f"stride_plan must be 'imagenet' or 'cifar', got {stride_plan!r}")
     info = model_info(name)
     if num_classes is not None:
         overrides["num_classes"] = num_classes
     try:
-        return info.make(**overrides)
+        spec = info.make(**overrides)
     except TypeError as e:
         raise ValueError(f"{name}: bad override: {e}") from None
+    return cifar_stride_plan(spec) if stride_plan == "cifar" else spec
+
+
+def cifar_stride_plan(spec: NetSpec) -> NetSpec:
+    """The usual plan for 32x32 inputs: stem stride 1 and the first downsampling
+    block at stride 1, so a 32x32 image ends at 4x4 instead of 1x1."""
+    import dataclasses
+
+    blocks = list(spec.blocks)
+    for i, b in enumerate(blocks):
+        if b.stride > 1:
+            blocks[i] = dataclasses.replace(b, stride=1)
+            break
+    name = spec.name if spec.name.endswith("_cifar") else f"{spec.name}_cifar"
+    return spec.replace(name=name, stem=dataclasses.replace(spec.stem, stride=1), blocks=tuple(blocks),
+                        input_size=32, meta={**spec.meta, "stride_plan": "cifar"})

@@ -1,0 +1,1 @@
+"""Training and evaluation: datasets, recipes, the engine and resumable checkpoints."""

@@ -1,0 +1,146 @@
+"""Training recipes: one dataclass of every setting, YAML presets, command-line overrides."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Recipe", "load_recipe", "RECIPES", "save_config"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+RECIPES = ("imagenet", "cifar")
+
+
+@dataclass
+class Recipe:
+    # what to train
+    model: str = "rexnet_100"          # zoo name or NetSpec file (.json/.yaml)
+    data: str = "cifar10"              # dataset name or path to an image tree / zip
+    data_root: str | None = None       # where named datasets live (default $REXNET_DATA or .data)
+    download: bool = False
+    stride_plan: str = "auto"          # auto | imagenet | cifar (stem stride 1, one downsampling fewer)
+    num_classes: int | None = None     # default: from the data
+    weights: str | None = None         # start from a checkpoint (ours, timm's, the authors')
+    reset_classifier: bool = True      # fine-tuning: a new classifier when classes differ
+    freeze_backbone: bool = False
+    # recipe
+    recipe: str = "cifar"
+    transform: str = "cifar"
+    input_size: int = 32
+    epochs: int = 30
+    batch_size: int = 128              # global, over all processes
+    accum_steps: int = 1               # micro-batches per optimiser step (same global batch)
+    lr: float = 0.1                    # at lr_base_batch; scaled linearly with batch_size
+    lr_base_batch: int = 128
+    warmup_epochs: float = 1.0
+    min_lr: float = 0.0
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4         # not applied to BN parameters and biases
+    label_smoothing: float = 0.1
+    dropout: float = 0.2
+    drop_path: float = 0.0
+    auto_augment: str | None = None
+    color_jitter: float = 0.0
+    re_prob: float = 0.0
+    re_mode: str = "pixel"
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    amp: str = "auto"                  # auto (bf16 on GPU, off on CPU) | off | fp16 | bf16
+    ema: bool = False
+    ema_decay: float = 0.9999
+    sync_bn: bool = False
+    channels_last: bool = False
+    # data loading
+    workers: int = 0
+    cache_images: bool = False         # decode once and keep in memory (small datasets)
+    skip_bad_images: bool = False
+    train_subset: int | None = None    # first N (class-balanced) training samples, for quick runs
+    val_subset: int | None = None
+    # run control
+    seed: int = 0
+    early_stop_patience: int = 0       # epochs without a better val top-1 before stopping (0 = off)
+    ckpt_every_steps: int = 0          # also checkpoint inside an epoch (0 = at epoch ends only)
+    stop_after_steps: int = 0          # end the run (resumably) after this many optimiser steps
+    tensorboard: bool = False
+    progress: bool = True
+    device: str = "auto"               # auto | cpu | cuda
+
+    def validate(self) -> "Recipe":
+        def bad(msg: str) -> None:
+            raise ValueError(f"recipe: {msg}")
+        if self.epochs < 1:
+            bad(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.accum_steps < 1 or self.batch_size % self.accum_steps:
+            bad(f"batch_size ({self.batch_size}) must be a positive multiple of accum_steps ({self.accum_steps})")
+        if self.lr <= 0 or self.lr_base_batch < 1:
+            bad(f"lr must be > 0 and lr_base_batch >= 1, got {self.lr}, {self.lr_base_batch}")
+        if not 0 <= self.label_smoothing < 1:
+            bad(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.stride_plan not in ("auto", "imagenet", "cifar"):
+            bad(f"stride_plan must be auto, imagenet or cifar, got {self.stride_plan!r}")
+        if self.amp not in ("auto", "off", "fp16", "bf16"):
+            bad(f"amp must be auto, off, fp16 or bf16, got {self.amp!r}")
+        if self.transform not in ("imagenet", "cifar"):
+            bad(f"transform must be imagenet or cifar, got {self.transform!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            bad(f"device must be auto, cpu or cuda, got {self.device!r}")
+        return self
+
+    def scaled_lr(self) -> float:
+        return self.lr * self.batch_size / self.lr_base_batch
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(Recipe)
+
+
+def coerce(name: str, value: Any) -> Any:
+    """A command-line or YAML value to the field's type."""
+    hints = _field_types()
+    if name not in hints:
+        raise ValueError(f"unknown recipe field {name!r}; known: {', '.join(f.name for f in fields(Recipe))}")
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        return None
+    kinds = [t for t in typing.get_args(hints[name]) if t is not type(None)] or [hints[name]]
+    kind = kinds[0]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} takes true/false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} takes a {kind.__name__}, got {value!r}") from None
+
+
+def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = None) -> Recipe:
+    """A preset (``imagenet``/``cifar``) or a YAML file, then ``overrides`` on top."""
+    path = CONFIG_DIR / f"{name_or_path}.yaml" if name_or_path in RECIPES else Path(name_or_path)
+    if not path.is_file():
+        raise ValueError(f"unknown recipe {name_or_path!r}: use one of {RECIPES} or a YAML file path")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a recipe file must be a mapping of field: value")
+    values.update(overrides or {})
+    return Recipe(**{k: coerce(k, v) for k, v in values.items()}).validate()
+
+
+def save_config(recipe: Recipe, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump({**recipe.to_dict(), **(extra or {})}, sort_keys=False))
+    os.replace(tmp, path)
+    return path
