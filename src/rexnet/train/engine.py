@@ -328,7 +328,9 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
         ema = ModelEmaV3(core, decay=cfg.ema_decay, device=device)
 
     # -- resume
-    st = dict(epoch=0, step_in_epoch=0, global_step=0, best_top1=-1.0, best_epoch=-1, bad_epochs=0)
+    # run state; the ep_* sums of a part-done epoch travel in mid-epoch checkpoints
+    st = dict(epoch=0, step_in_epoch=0, global_step=0, best_top1=-1.0, best_epoch=-1, bad_epochs=0,
+              ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0)
     last = out / "last.pt"
     if resume and last.exists():
         ck = load_checkpoint(last)
@@ -346,8 +348,11 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
         if ema is not None and "ema" in ck:
             ema.module.load_state_dict(ck["ema"])
         st.update(ck["state"])
-        rng = ck["rng"]
-        set_rng_state(rng[dist.rank] if isinstance(rng, list) and dist.rank < len(rng) else rng)
+        if len(ck["per_rank"]) != dist.world:
+            raise ValueError(f"cannot resume: the run had {len(ck['per_rank'])} processes, now {dist.world}")
+        mine = ck["per_rank"][dist.rank]
+        st.update(mine["ep"])
+        set_rng_state(mine["rng"])
         if dist.is_main:
             log.info("resumed from %s at epoch %d, step %d of the epoch", last, st["epoch"], st["step_in_epoch"])
     elif resume and dist.is_main:
@@ -360,14 +365,15 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
     writer = _tensorboard(out) if cfg.tensorboard and dist.is_main else None
 
     def checkpoint_state() -> dict[str, Any]:
-        rngs = [rng_state()]
-        if dist.enabled:  # every rank's RNG, so each resumes its own stream
-            gathered: list[Any] = [None] * dist.world
-            tdist.all_gather_object(gathered, rngs[0])
-            rngs = gathered
+        # each rank's RNG and part-epoch sums, so every rank resumes its own stream
+        mine = {"rng": rng_state(), "ep": {k: v for k, v in st.items() if k.startswith("ep_")}}
+        per_rank = [mine]
+        if dist.enabled:
+            per_rank = [None] * dist.world
+            tdist.all_gather_object(per_rank, mine)
         state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "scaler": scaler.state_dict(), "state": dict(st), "rng": rngs, "config": cfg.to_dict(),
-                 "spec": core.spec.to_dict()}
+                 "scaler": scaler.state_dict(), "state": dict(st), "per_rank": per_rank,
+                 "config": cfg.to_dict(), "spec": core.spec.to_dict()}
         if ema is not None:
             state["ema"] = ema.module.state_dict()
         return state
@@ -391,7 +397,8 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
         if cfg.freeze_backbone:
             core.stem.eval()
             core.features.eval()
-        loss_sum = correct = seen = 0.0
+        if st["step_in_epoch"] == 0:
+            st.update(ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0)
         t0 = time.time()
         bar = _progress(len(sampler), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main,
                         initial=st["step_in_epoch"], total=steps_per_epoch)
@@ -411,32 +418,35 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
                     _check_finite(loss, dist, epoch, st, last)
                     scaler.scale(loss / len(chunks)).backward()
                 step_loss += float(loss.detach()) * len(yc)
-                correct += float((logits.argmax(1) == yc).sum())
+                st["ep_correct"] += float((logits.argmax(1) == yc).sum())
             scaler.step(opt)
             scaler.update()
             opt.zero_grad(set_to_none=True)
             sched.step()
             if ema is not None:
                 ema.update(core, step=st["global_step"])
-            loss_sum += step_loss
-            seen += len(y)
+            st["ep_loss"] += step_loss
+            st["ep_seen"] += len(y)
             st["global_step"] += 1
             st["step_in_epoch"] += 1
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{step_loss / len(y):.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
             if cfg.ckpt_every_steps and st["global_step"] % cfg.ckpt_every_steps == 0:
+                st["ep_time"] += time.time() - t0
+                t0 = time.time()
                 save_last()
             if cfg.stop_after_steps and st["global_step"] >= cfg.stop_after_steps:
                 stopped = f"stopped after {st['global_step']} steps (stop_after_steps); resume with --resume"
                 break
         if bar is not None:
             bar.close()
+        st["ep_time"] += time.time() - t0
         if stopped:
             save_last()
             break
-        train_time = time.time() - t0
-        loss_sum, correct, seen = dist.sum([loss_sum, correct, seen])
+        train_time = st["ep_time"]
+        loss_sum, correct, seen = dist.sum([st["ep_loss"], st["ep_correct"], st["ep_seen"]])
         eval_model = ema.module if ema is not None else core
         val = evaluate(eval_model, val_loader, device, dist, amp_dtype, cfg.channels_last)
         row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
@@ -503,7 +513,7 @@ def _check_finite(loss: torch.Tensor, dist: Dist, epoch: int, st: dict, last: Pa
         tdist.all_reduce(bad, op=tdist.ReduceOp.MAX)
     if bad.item():
         kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint had been written yet"
-        raise TrainingDiverged(f"loss is {float(loss)} at epoch {epoch}, step {st['global_step'] + 1}: training "
+        raise TrainingDiverged(f"loss is {float(loss.detach())} at epoch {epoch}, step {st['global_step'] + 1}: training "
                                f"diverged; {kept}. Lower --lr or raise --warmup-epochs, then --resume.")
 
 

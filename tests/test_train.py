@@ -1,0 +1,147 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rexnet.train.checkpoint import load_checkpoint
+from rexnet.train.data import DataError, build_dataset
+from rexnet.train.engine import GlobalBatchSampler, TrainingDiverged, train
+from rexnet.train.recipe import load_recipe
+from train_helpers import CIFAR_ZIP, cifar_recipe, needs_cifar
+
+TIMING = {"images_per_s", "epoch_time_s"}
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def test_global_batch_sampler_splits_like_micro_batches():
+    one = list(GlobalBatchSampler(100, 20, world=1, seed=3))
+    two = [list(GlobalBatchSampler(100, 20, world=2, rank=r, seed=3)) for r in (0, 1)]
+    assert len(one) == 5 and all(len(b) == 20 for b in one)
+    for b, r0, r1 in zip(one, *two):
+        assert b[:10] == r0 and b[10:] == r1
+    s = GlobalBatchSampler(100, 20, seed=3)
+    s.set_epoch(1)
+    assert list(s) != one  # reshuffled per epoch
+    s.set_epoch(1, start=3)
+    assert list(s) == _epoch(1)[3:] and len(s) == 2
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        GlobalBatchSampler(10, 20)
+    with pytest.raises(ValueError, match="divide evenly"):
+        GlobalBatchSampler(100, 21, world=2)
+
+
+def _epoch(e):
+    s = GlobalBatchSampler(100, 20, seed=3)
+    s.set_epoch(e)
+    return list(s)
+
+
+def test_recipes_and_overrides(tmp_path):
+    r = load_recipe("imagenet")
+    assert (r.lr, r.batch_size, r.warmup_epochs, r.epochs, r.weight_decay) == (0.5, 512, 5, 400, 1e-5)
+    assert (r.auto_augment, r.re_prob, r.label_smoothing, r.dropout, r.nesterov) == ("rand-m9-mstd0.5", 0.2, 0.1, 0.2, True)
+    assert load_recipe("imagenet", {"batch_size": "256"}).scaled_lr() == pytest.approx(0.25)
+    assert load_recipe("cifar", {"ema": "true", "epochs": "3"}).ema is True
+    with pytest.raises(ValueError, match="unknown recipe field 'epoch'"):
+        load_recipe("cifar", {"epoch": 3})
+    with pytest.raises(ValueError, match="epochs takes a int"):
+        load_recipe("cifar", {"epochs": "three"})
+    with pytest.raises(ValueError, match="multiple of accum_steps"):
+        load_recipe("cifar", {"batch_size": 10, "accum_steps": 3})
+    with pytest.raises(ValueError, match="unknown recipe"):
+        load_recipe("cifar-200")
+
+
+@needs_cifar
+def test_cifar_subset_learns(tmp_path):
+    cfg = cifar_recipe(tmp_path, epochs=3, train_subset=1500, val_subset=500, batch_size=50,
+                       lr_base_batch=50, lr=0.2)
+    summary = train(cfg, tmp_path / "run")
+    rows = _metrics(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"] - 0.15
+    assert summary["best_val_top1"] > 25.0  # chance is 10%
+    for name in ("config.yaml", "spec.json", "last.pt", "best.pt", "best.safetensors", "summary.json"):
+        assert (tmp_path / "run" / name).is_file()
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+@needs_cifar
+def test_resume_after_a_stop_mid_epoch_gives_the_same_metrics(tmp_path):
+    kw = dict(epochs=2, train_subset=200, val_subset=100, dropout=0.2, drop_path=0.1)
+    train(cifar_recipe(tmp_path, **kw), tmp_path / "full")
+    s = train(cifar_recipe(tmp_path, stop_after_steps=9, **kw), tmp_path / "cut")  # 6 steps per epoch
+    assert s["stopped"] and load_checkpoint(tmp_path / "cut" / "last.pt")["state"]["step_in_epoch"] == 3
+    train(cifar_recipe(tmp_path, **kw), tmp_path / "cut", resume=True)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
+
+
+@needs_cifar
+def test_killed_process_resumes_to_the_same_metrics(tmp_path):
+    spec = cifar_recipe(tmp_path).model
+    args = [sys.executable, "-m", "rexnet.cli", "train", "--model", spec, "--data", str(CIFAR_ZIP),
+            "--epochs", "3", "--train-subset", "200", "--val-subset", "100", "--batch-size", "32",
+            "--lr-base-batch", "32", "--progress", "false", "--ckpt-every-steps", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if last.exists() and load_checkpoint(last)["state"]["global_step"] >= 7:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = load_checkpoint(last)["state"]
+    assert 7 <= state["global_step"] < 18, state
+    subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], check=True, env=env, capture_output=True)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "killed")
+    assert len(_metrics(tmp_path / "full")) == 3
+
+
+@needs_cifar
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    train(cifar_recipe(tmp_path, train_subset=96, val_subset=50), out)
+    before = (out / "last.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf).*last good checkpoint .*last.pt is kept"):
+        train(cifar_recipe(tmp_path, train_subset=96, val_subset=50, epochs=3, lr=1e30), out, resume=True)
+    assert (out / "last.pt").read_bytes() == before
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+@needs_cifar
+def test_resume_refuses_changed_settings(tmp_path):
+    out = tmp_path / "run"
+    train(cifar_recipe(tmp_path, train_subset=140, val_subset=20), out)
+    with pytest.raises(ValueError, match=r"cannot resume.*batch_size: 32 -> 64"):
+        train(cifar_recipe(tmp_path, train_subset=140, val_subset=20, batch_size=64), out, resume=True)
+
+
+def test_offline_download_gives_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(DataError, match=r"cifar10 not found: expected its files under .*cifar-10-batches-py.*--download"):
+        build_dataset("cifar10", "train", root=str(tmp_path))
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match=r"could not (download|get) cifar10 .*Offline\?"):
+        build_dataset("cifar10", "train", root=str(tmp_path), download=True)
+    with pytest.raises(DataError, match="unknown dataset 'imagenet-x'"):
+        build_dataset("imagenet-x", "train")
