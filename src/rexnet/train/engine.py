@@ -162,7 +162,8 @@ def build_model_for(model: str, num_classes: int, stride_plan: str, input_size: 
     """A zoo name or NetSpec file -> module, for ``num_classes`` and the stride plan."""
     from ..models.zoo import cifar_stride_plan, model_spec
 
-    plan = stride_plan if stride_plan != "auto" else ("cifar" if input_size <= 64 else "imagenet")
+    # auto: 32x32-class inputs get the CIFAR plan; anything larger keeps the ImageNet strides
+    plan = stride_plan if stride_plan != "auto" else ("cifar" if input_size <= 32 else "imagenet")
     if model.endswith((".json", ".yaml", ".yml")):
         spec = NetSpec.load(model).with_head(num_classes=num_classes)
         spec = cifar_stride_plan(spec) if plan == "cifar" and spec.stem.stride > 1 else spec

@@ -23,7 +23,7 @@ class Recipe:
     data: str = "cifar10"              # dataset name or path to an image tree / zip
     data_root: str | None = None       # where named datasets live (default $REXNET_DATA or .data)
     download: bool = False
-    stride_plan: str = "auto"          # auto | imagenet | cifar (stem stride 1, one downsampling fewer)
+    stride_plan: str = "auto"          # auto (cifar when input_size <= 32) | imagenet | cifar
     num_classes: int | None = None     # default: from the data
     weights: str | None = None         # start from a checkpoint (ours, timm's, the authors')
     reset_classifier: bool = True      # fine-tuning: a new classifier when classes differ
