@@ -145,3 +145,45 @@ def test_offline_download_gives_a_clear_error(tmp_path, monkeypatch):
         build_dataset("cifar10", "train", root=str(tmp_path), download=True)
     with pytest.raises(DataError, match="unknown dataset 'imagenet-x'"):
         build_dataset("imagenet-x", "train")
+
+
+@needs_cifar
+def test_ema_is_trained_saved_and_evaluated(tmp_path):
+    from rexnet.train.engine import evaluate_checkpoint
+
+    out = tmp_path / "run"
+    train(cifar_recipe(tmp_path, train_subset=100, val_subset=50, ema=True, ema_decay=0.9), out)
+    ck = load_checkpoint(out / "last.pt")
+    assert set(ck["ema"]) == set(ck["model"])
+    assert not torch.equal(ck["ema"]["stem.conv.weight"], ck["model"]["stem.conv.weight"])
+    row = _metrics(out)[0]
+    assert "val_top1_raw" in row  # the EMA is what val_top1 scores; the raw model is reported beside it
+    r = evaluate_checkpoint(None, str(out / "last.pt"), str(CIFAR_ZIP), ema=True, limit=50)
+    assert r["n"] == 50 and abs(r["top1"] - row["val_top1"]) < 1e-9
+
+
+@needs_cifar
+def test_tensorboard_without_the_package_says_how_to_get_it(tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        train(cifar_recipe(tmp_path, train_subset=40, val_subset=20, batch_size=20, tensorboard=True), tmp_path / "tb")
+
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
+def test_fashion_mnist_from_the_local_debian_copy(tmp_path):
+    ds = build_dataset("fashion-mnist", "train", root=str(tmp_path))
+    assert len(ds) == 60000 and len(ds.classes) == 10
+    assert (tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+    val = build_dataset("fashion-mnist", "val", root=str(tmp_path))
+    assert len(val) == 10000
+    from rexnet.train.data import IndexedDataset, build_transforms
+
+    x, y = IndexedDataset(val, build_transforms("cifar", 32, False))[0]
+    assert x.shape == (3, 32, 32) and 0 <= y < 10

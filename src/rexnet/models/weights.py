@@ -178,6 +178,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
         save_file(sd, str(tmp), metadata={"spec": model.spec.to_json(indent=None)})
     else:
         torch.save({"model": sd, "spec": model.spec.to_dict()}, tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; keep the usual permissions
     os.replace(tmp, path)
     return path
 

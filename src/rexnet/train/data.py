@@ -221,12 +221,41 @@ TORCHVISION_DATASETS = {
 }
 
 
+# Offline copies that system packages install (Debian's dataset-fashion-mnist).
+LOCAL_SOURCES = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+
+
+def _unpack_local_copy(name: str, root: Path) -> None:
+    """Unpack a system-installed copy of ``name`` (gzipped IDX files) into ``root`` for torchvision."""
+    import gzip
+    import shutil
+
+    _, _, folder = TORCHVISION_DATASETS[name]
+    target = root / folder
+    for source in LOCAL_SOURCES.get(name, []):
+        files = sorted(source.glob("*-ubyte.gz")) if source.is_dir() else []
+        if len(files) < 4:
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            out = target / f.name[:-3]
+            if not out.exists():
+                tmp = out.with_name(out.name + ".tmp")
+                with gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                os.replace(tmp, out)
+        log.info("unpacked the local copy of %s from %s into %s", name, source, target)
+        return
+
+
 def _torchvision_dataset(name: str, train: bool, transform: Callable | None, root: Path,
                          download: bool) -> Dataset:
     import torchvision.datasets as tvd
 
     cls_name, _, folder = TORCHVISION_DATASETS[name]
     cls = getattr(tvd, cls_name)
+    if not download and not (root / folder).is_dir():
+        _unpack_local_copy(name, root)
     try:
         ds = cls(str(root), train=train, transform=transform, download=download)
     except RuntimeError as e:
