@@ -56,7 +56,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job as it stands: the zoo table and the schedule comparison plot."""
+    """The main job as it stands: the zoo table, the schedule plot and the quick rank study."""
     from .models.zoo import list_models, model_spec
     from .report import block_rows, format_table, plot_widths, write_json, zoo_rows
 
@@ -72,6 +72,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     plot = plot_widths(specs, out / "schedules.png",
                        title="Stage-wise (MobileNetV2) vs linear channel widths")
     print(f"\nwrote {out / 'models.json'} and {plot}")
+    if not args.no_rank_study:
+        from .rank.cli import build_rank_study_args, cmd_rank_study
+
+        print("\n== Section 3: rank study (--quick) ==")
+        return cmd_rank_study(build_rank_study_args(["--quick", "--out", str(out / "rank_study")]))
     return 0
 
 
@@ -206,10 +211,15 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("--json", default=None)
     dc.set_defaults(func=cmd_data_check)
 
+    from .rank.cli import add_rank_commands
+
+    add_rank_commands(sub)
+
     d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
     d.add_argument("--out", default="out")
     d.add_argument("--runs", type=int, default=10)
     d.add_argument("--no-profile", action="store_true", help="skip the latency column")
+    d.add_argument("--no-rank-study", action="store_true", help="skip the quick rank study")
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from .complexity import complexity
 from .spec import NetSpec
 
-__all__ = ["zoo_rows", "block_rows", "format_table", "plot_widths", "write_json"]
+__all__ = ["zoo_rows", "block_rows", "format_table", "plot_widths", "save_figure", "write_json"]
 
 
 def zoo_rows(names: Sequence[str], profile: bool = False, runs: int = 20,
@@ -75,6 +75,13 @@ def plot_widths(specs: Sequence[NetSpec], path: str | os.PathLike,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)

@@ -1,0 +1,183 @@
+"""``rexnet rank-study`` and ``rexnet rank-audit``: argument parsing over :mod:`rexnet.rank`.
+
+``add_rank_commands(subparsers)`` adds both subcommands to the main parser;
+each handler returns an exit code and raises ``ValueError`` for user errors.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_rank_commands", "build_rank_study_args", "cmd_rank_study", "cmd_rank_audit", "config_from_args",
+           "command_for"]
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _names(text)]
+    except ValueError:
+        raise ValueError(f"--ratios takes comma-separated numbers, e.g. 0.1,0.2,0.5,1.0; got {text!r}") from None
+
+
+def config_from_args(args: argparse.Namespace):
+    """The :class:`StudyConfig` an argument namespace asks for (``--quick`` only lowers ``--networks``'s default)."""
+    from .study import QUICK_NETWORKS, StudyConfig
+
+    kw: dict[str, Any] = {}
+    if args.networks is not None:
+        kw["networks"] = args.networks
+    elif args.quick:
+        kw["networks"] = QUICK_NETWORKS
+    for key in ("blocks", "acts", "measures", "tols"):
+        value = getattr(args, key)
+        if value is not None:
+            kw[key] = tuple(_names(value))
+    if args.ratios is not None:
+        kw["ratios"] = tuple(_floats(args.ratios))
+    if args.d_out is not None:
+        kw["d_out_min"], kw["d_out_max"] = args.d_out
+    for key in ("spatial", "batch", "input", "blur_sigma", "bn", "expansion", "shortcut", "seed"):
+        value = getattr(args, key)
+        if value is not None:
+            kw[key] = value
+    kw["center"] = bool(args.center)
+    return StudyConfig(**kw)
+
+
+def command_for(cfg, out: str | Path) -> str:
+    """A ``rexnet rank-study`` command line that reproduces ``cfg`` (flags for non-default choices only)."""
+    from .study import StudyConfig
+
+    default = StudyConfig()
+    parts = ["rexnet", "rank-study", "--out", str(out)]
+    if cfg.networks != default.networks:
+        parts += ["--networks", str(cfg.networks)]
+    for key in ("blocks", "acts", "measures", "tols"):
+        if getattr(cfg, key) != getattr(default, key):
+            parts += [f"--{key}", ",".join(getattr(cfg, key))]
+    if cfg.ratios != default.ratios:
+        parts += ["--ratios", ",".join(f"{r:g}" for r in cfg.ratios)]
+    if (cfg.d_out_min, cfg.d_out_max) != (default.d_out_min, default.d_out_max):
+        parts += ["--d-out", str(cfg.d_out_min), str(cfg.d_out_max)]
+    if cfg.batch != math.ceil(4 * cfg.d_out_max / cfg.spatial ** 2):  # not the default batch
+        parts += ["--batch", str(cfg.batch)]
+    for key in ("spatial", "input", "blur_sigma", "bn", "expansion", "shortcut", "seed"):
+        if getattr(cfg, key) != getattr(default, key):
+            parts += [f"--{key.replace('_', '-')}", f"{getattr(cfg, key):g}" if isinstance(getattr(cfg, key), float)
+                      else str(getattr(cfg, key))]
+    if cfg.center:
+        parts.append("--center")
+    return shlex.join(parts)
+
+
+def cmd_rank_study(args: argparse.Namespace) -> int:
+    from .report import load_results, observations, write_outputs
+    from .study import run_study
+
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    try:
+        run = run_study(cfg, out, workers=args.workers, progress=not args.no_progress, fresh=args.fresh,
+                        compress=args.compress, stop_after=args.stop_after)
+    except KeyboardInterrupt:
+        print(f"rexnet rank-study: interrupted; finished networks are kept in {out} -- rerun the same "
+              f"command to continue", file=sys.stderr)
+        return 130
+    print(f"{run.computed} networks computed, {run.reused} reused from {out}, {run.seconds:.1f} s")
+    if not run.complete:
+        print(f"stopped before the end (--stop-after {args.stop_after}); rerun the same command to continue")
+        return 0
+    paths = write_outputs(out, command=command_for(cfg, out), compare=args.compare)
+    obs = observations(load_results(out))
+    print(f"wrote {run.csv_path}, {paths['summary_md'].name}, {paths['report'].name} and "
+          f"{sum(k.startswith('fig:') for k in paths)} figures in {out}")
+    for m, o in obs.items():
+        ii = o["ii"]["verdict"] if o["ii"] else "not tested"
+        iii = o["iii"]["verdict"] if o["iii"] else "not tested"
+        print(f"  {m:10s} (i) {o['i']['verdict']:14s} (ii) {ii:14s} (iii) {iii}")
+    return 0
+
+
+def cmd_rank_audit(args: argparse.Namespace) -> int:
+    from .audit import audit, format_audit, write_audit
+
+    res = audit(args.model, input_size=args.input_size)
+    print(format_audit(res))
+    for path in write_audit(res, args.csv, args.json):
+        print(f"wrote {path}")
+    return 0
+
+
+def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Add ``rank-study`` and ``rank-audit`` to the ``rexnet`` command's subparsers."""
+    from .measures import DEFAULT_TOLS, MEASURE_KINDS
+    from .study import ACTIVATIONS, BLOCK_TYPES, QUICK_NETWORKS
+
+    s = subparsers.add_parser(
+        "rank-study", help="the paper's Section 3 rank study (Fig. 1) with every choice explicit; resumable",
+        description="Random one-block networks: rank of f(BN(WX)) against d_in/d_out, per block type, "
+                    "activation and rank measure. Writes rank_study.csv, figures, summary and report.md to "
+                    "--out; rerunning the same command continues an interrupted study.")
+    s.add_argument("--out", default="rank_study", help="output directory (default: rank_study)")
+    s.add_argument("--quick", action="store_true",
+                   help=f"the same design with {QUICK_NETWORKS} networks per block type (well under a minute)")
+    s.add_argument("--networks", type=int, default=None, help="networks per block type (default 1000)")
+    s.add_argument("--blocks", default=None, help=f"comma list of {','.join(BLOCK_TYPES)} (default: all)")
+    s.add_argument("--acts", default=None, help=f"comma list of {','.join(ACTIVATIONS)} (default: all)")
+    s.add_argument("--d-out", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="range of d_out (default 32 256)")
+    s.add_argument("--ratios", default=None, help="comma list of d_in/d_out in (0, 1] (default 0.1,0.2,...,1.0)")
+    s.add_argument("--spatial", type=int, default=None, help="spatial size s of the s x s input (default 8)")
+    s.add_argument("--batch", type=int, default=None,
+                   help="batch size; N = batch x s^2 (default: the smallest with N >= 4 x max d_out)")
+    s.add_argument("--input", choices=("normal", "blur"), default=None,
+                   help="i.i.d. normal (default) or a Gaussian-blurred, spatially correlated normal field")
+    s.add_argument("--blur-sigma", type=float, default=None, help="blur width in pixels for --input blur (1.0)")
+    s.add_argument("--bn", choices=("train", "eval"), default=None,
+                   help="BN with batch statistics (train, default) or identity running stats (eval)")
+    s.add_argument("--expansion", type=float, default=None, help="IB expansion ratio (default 6)")
+    s.add_argument("--shortcut", choices=("partial", "full", "none"), default=None,
+                   help="IB shortcut: partial (ReXNet, default), full (only when d_in == d_out), none")
+    s.add_argument("--measures", default=None, help=f"comma list of {','.join(MEASURE_KINDS)} (default: all)")
+    s.add_argument("--tols", default=None,
+                   help=f"relative tolerances of the numerical rank, 'f32' = matrix_rank's float32 default "
+                        f"(default {','.join(DEFAULT_TOLS)})")
+    s.add_argument("--center", action="store_true", help="subtract each channel's mean before the spectrum")
+    s.add_argument("--seed", type=int, default=None, help="study seed (default 0)")
+    s.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    s.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
+    s.add_argument("--compress", choices=("auto", "yes", "no"), default="auto",
+                   help="gzip the final CSV (auto: when larger than 5 MB)")
+    s.add_argument("--stop-after", type=int, default=None, metavar="K",
+                   help="compute at most K networks in this run; the next run continues")
+    s.add_argument("--compare", action="append", default=[], metavar="DIR",
+                   help="another finished study (e.g. the same with --center) to set side by side in report.md")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_rank_study)
+
+    a = subparsers.add_parser(
+        "rank-audit", help="audit a model against the paper's channel-dimension design guides",
+        description="Per conv layer: kind, in/out channels, dimension ratio, the activation after it; per "
+                    "block: expansion and dimension ratio; and which design guides each meets. MODEL is one "
+                    "of ours, a timm or a torchvision name (prefix rexnet:, timm: or torchvision: to choose); "
+                    "weights are random, never downloaded.")
+    a.add_argument("model")
+    a.add_argument("--input-size", type=int, default=224, help="dummy input size (default 224)")
+    a.add_argument("--csv", default=None, help="write the per-layer rows as CSV")
+    a.add_argument("--json", default=None, help="write layers, blocks and summary as JSON")
+    a.set_defaults(func=cmd_rank_audit)
+
+
+def build_rank_study_args(argv: list[str]) -> argparse.Namespace:
+    """The namespace ``rexnet rank-study ARGV`` would get (for callers such as ``rexnet demo``)."""
+    parser = argparse.ArgumentParser(prog="rexnet")
+    add_rank_commands(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["rank-study", *argv])
