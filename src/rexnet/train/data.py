@@ -319,25 +319,57 @@ def build_transforms(kind: str, input_size: int, train: bool, *, auto_augment: s
                                 re_mode=re_mode, crop_pct=crop_pct, interpolation=interpolation,
                                 mean=tuple(mean or IMAGENET_MEAN), std=tuple(std or IMAGENET_STD))
     if kind == "cifar":
-        from torchvision.transforms import v2
-
-        steps: list[Any] = [v2.ToImage()]
-        steps.append(v2.Resize(input_size, antialias=True))
-        if train:
-            steps += [v2.RandomCrop(input_size, padding=max(1, input_size // 8)), v2.RandomHorizontalFlip()]
-        else:
-            steps.append(v2.CenterCrop(input_size))
-        steps += [v2.ToDtype(torch.float32, scale=True),
-                  v2.Normalize(list(mean or CIFAR_MEAN), list(std or CIFAR_STD))]
-        return v2.Compose(steps)
+        return CifarTransform(input_size, train, mean or CIFAR_MEAN, std or CIFAR_STD)
     raise ValueError(f"unknown transform recipe {kind!r}; use 'imagenet' or 'cifar'")
 
 
-class SeededTransform:
-    """Applies ``transform`` with every RNG seeded from ``(seed, epoch, index)``.
+class CifarTransform:
+    """The CIFAR recipe on uint8 tensors: [resize] -> zero-pad by size/8 and random crop
+    -> random horizontal flip -> normalise (train); [resize] -> centre crop -> normalise (eval).
 
-    The global RNG states are restored afterwards, so model randomness (dropout,
-    drop-path) is unaffected by how many samples were loaded.
+    Written directly on tensors with an explicit generator: about 10x cheaper per
+    sample than the equivalent torchvision v2 pipeline under global reseeding,
+    which matters when a small network trains at hundreds of images per second.
+    """
+    accepts_generator = True
+
+    def __init__(self, size: int, train: bool, mean: Sequence[float] = CIFAR_MEAN,
+                 std: Sequence[float] = CIFAR_STD) -> None:
+        self.size, self.train, self.pad = int(size), train, max(1, int(size) // 8)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255
+
+    def __call__(self, img: Any, generator: torch.Generator | None = None) -> torch.Tensor:
+        if isinstance(img, Image.Image):
+            x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        else:
+            x = torch.as_tensor(img)
+        size = self.size
+        if min(x.shape[-2:]) != size:
+            from torchvision.transforms.v2 import functional as TF
+            x = TF.resize(x, size, antialias=True)
+        h, w = x.shape[-2:]
+        if self.train:
+            p = self.pad
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+            i, j = torch.randint(0, h + 2 * p - size + 1, (1,), generator=generator).item(), \
+                torch.randint(0, w + 2 * p - size + 1, (1,), generator=generator).item()
+            x = x[:, i:i + size, j:j + size]
+            if torch.rand(1, generator=generator).item() < 0.5:
+                x = x.flip(-1)
+        else:
+            i, j = (h - size) // 2, (w - size) // 2
+            x = x[:, i:i + size, j:j + size]
+        return (x.float() - self.mean) / self.std
+
+
+class SeededTransform:
+    """Applies ``transform`` with its randomness seeded from ``(seed, epoch, index)``.
+
+    A transform with ``accepts_generator`` gets a private generator; any other
+    (timm's RandAugment uses Python's and NumPy's RNGs) runs with the global RNGs
+    seeded and restored afterwards, so model randomness (dropout, drop-path) is
+    unaffected by how many samples were loaded.
     """
 
     def __init__(self, transform: Callable, seed: int) -> None:
@@ -345,6 +377,8 @@ class SeededTransform:
 
     def __call__(self, img: Any, index: int) -> Any:
         s = (self.seed * 1_000_003 + self.epoch * 100_003 + index) % (2**31 - 1)
+        if getattr(self.transform, "accepts_generator", False):
+            return self.transform(img, generator=torch.Generator().manual_seed(s))
         py, nps, ts = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
         random.seed(s)
         np.random.seed(s)
