@@ -83,18 +83,23 @@ def _check_tol_label(label: str) -> str:
     return label
 
 
+def check_names(what: str, names: Sequence[str], allowed: Sequence[str]) -> None:
+    """Each of ``names`` must be one of ``allowed``, listed once, and at least one given."""
+    if not names:
+        raise ValueError(f"no {what} selected; choose from {list(allowed)}")
+    for n in names:
+        if n not in allowed:
+            raise ValueError(f"unknown {what} {n!r}; choose from {list(allowed)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{what}s listed twice: {list(names)}")
+
+
 def parse_measures(kinds: Iterable[str] = DEFAULT_MEASURES,
                    tols: Iterable[str] = DEFAULT_TOLS) -> tuple[Measure, ...]:
     """Validate measure kinds and rank tolerances; one :class:`Measure` per tolerance for ``rank``."""
     kinds = list(kinds)
     tols = [str(t).strip() for t in tols]
-    if not kinds:
-        raise ValueError(f"no rank measure selected; choose from {MEASURE_KINDS}")
-    for k in kinds:
-        if k not in MEASURE_KINDS:
-            raise ValueError(f"unknown rank measure {k!r}; choose from {MEASURE_KINDS}")
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"rank measures listed twice: {kinds}")
+    check_names("rank measure", kinds, MEASURE_KINDS)
     if "rank" in kinds and not tols:
         raise ValueError("measure 'rank' needs at least one tolerance (e.g. --tols f32,1e-1)")
     tols = [_check_tol_label(t) for t in tols]

@@ -51,7 +51,8 @@ from torch import nn
 
 from ..models.layers import ConvBNAct, create_act
 from ..spec import SHORTCUTS
-from .measures import DEFAULT_MEASURES, DEFAULT_TOLS, Measure, compute_measures, parse_measures, singular_values
+from .measures import (DEFAULT_MEASURES, DEFAULT_TOLS, Measure, check_names, compute_measures, parse_measures,
+                       singular_values)
 
 __all__ = ["BLOCK_TYPES", "ACTIVATIONS", "NONLINEAR", "COLUMNS", "QUICK_NETWORKS", "StudyConfig",
            "NetworkDims", "network_dims", "block_outputs", "compute_network", "run_study", "StudyRun",
@@ -101,8 +102,8 @@ class StudyConfig:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731  (frozen dataclass)
         for key in ("blocks", "acts", "ratios", "measures", "tols"):
             set_(key, tuple(getattr(self, key)))
-        _check_names("block type", self.blocks, BLOCK_TYPES)
-        _check_names("activation", self.acts, ACTIVATIONS)
+        check_names("block type", self.blocks, BLOCK_TYPES)
+        check_names("activation", self.acts, ACTIVATIONS)
         for key, value in (("networks", self.networks), ("d_out_min", self.d_out_min),
                            ("d_out_max", self.d_out_max), ("spatial", self.spatial)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -179,16 +180,6 @@ class StudyConfig:
     def from_dict(cls, d: dict[str, Any]) -> "StudyConfig":
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
-
-
-def _check_names(what: str, names: Sequence[str], allowed: Sequence[str]) -> None:
-    if not names:
-        raise ValueError(f"no {what} selected; choose from {list(allowed)}")
-    for n in names:
-        if n not in allowed:
-            raise ValueError(f"unknown {what} {n!r}; choose from {list(allowed)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{what}s listed twice: {list(names)}")
 
 
 # -- one network -----------------------------------------------------------------
