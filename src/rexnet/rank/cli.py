@@ -163,6 +163,24 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_rank_study)
 
+    z = subparsers.add_parser(
+        "rank-analyze", help="Section 6: rank of every layer's output features of (trained) models on real images")
+    z.add_argument("--model", required=True, help="zoo name or NetSpec file")
+    z.add_argument("--weights", default=None, help="checkpoint in any supported format (default: random init)")
+    z.add_argument("--compare", nargs="*", default=[], metavar="NAME[=WEIGHTS]",
+                   help="more models to analyse beside it, e.g. mobilenetv2_100=mnv2.pth")
+    z.add_argument("--data", required=True, help="dataset name or image tree / zip (its val split is used)")
+    z.add_argument("--data-root", default=None)
+    z.add_argument("--images", type=int, default=128, help="number of images (class-balanced)")
+    z.add_argument("--input-size", type=int, default=224)
+    z.add_argument("--stride-plan", default="auto")
+    z.add_argument("--columns", type=int, default=4096, help="feature columns sampled per layer")
+    z.add_argument("--center", action="store_true", help="centre features before the spectrum")
+    z.add_argument("--skip-bad-images", action="store_true")
+    z.add_argument("--seed", type=int, default=0)
+    z.add_argument("--out", required=True)
+    z.set_defaults(func=cmd_rank_analyze)
+
     a = subparsers.add_parser(
         "rank-audit", help="audit a model against the paper's channel-dimension design guides",
         description="Per conv layer: kind, in/out channels, dimension ratio, the activation after it; per "
@@ -174,6 +192,48 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     a.add_argument("--csv", default=None, help="write the per-layer rows as CSV")
     a.add_argument("--json", default=None, help="write layers, blocks and summary as JSON")
     a.set_defaults(func=cmd_rank_audit)
+
+
+def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan: str):
+    from ..models.build import Net
+    from ..models.weights import load_weights, read_spec
+    from ..train.engine import build_model_for
+
+    saved = read_spec(weights) if weights else None
+    model = Net(saved) if saved is not None else build_model_for(name, 1000, stride_plan, input_size)
+    if weights:
+        load_weights(model, weights, reset_classifier=True)  # the classifier plays no part here
+    return model
+
+
+def cmd_rank_analyze(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..train.data import IndexedDataset, build_dataset, build_transforms
+    from ..train.engine import _subset
+    from .analyze import analyze_model, write_analysis
+
+    size = args.input_size
+    ds = _subset(build_dataset(args.data, "val", None, args.data_root, False, args.skip_bad_images), args.images)
+    ds = IndexedDataset(ds, build_transforms("cifar" if size <= 32 else "imagenet", size, False))
+    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    specs = [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]
+    results = {}
+    for name, weights in specs:
+        torch.manual_seed(args.seed)  # models without weights get a repeatable random init
+        model = _analysis_model(name, weights, size, args.stride_plan)
+        label = name if not weights else f"{name} ({Path(weights).name})"
+        results[label] = analyze_model(model, images, args.columns, args.center, args.seed)
+        last = results[label][-1]
+        capped = [r["module"] for r in results[label] if r["columns"] < r["channels"]]
+        if capped:
+            print(f"note: {len(capped)} layer(s) of {label} have fewer sampled columns than channels "
+                  f"({', '.join(capped[:4])}...): their rank is capped by the columns; use more --images")
+        print(f"{label}: {len(results[label])} layers; last layer {last['module']} ({last['channels']} ch): "
+              f"effective rank {last['effective_rank']:.1f}, nuclear norm {last['nuclear_norm']:.1f}")
+    paths = write_analysis(results, args.out)
+    print(f"{len(images)} images from {args.data}; wrote {paths['csv']} and {paths['png']}")
+    return 0
 
 
 def build_rank_study_args(argv: list[str]) -> argparse.Namespace:

@@ -1,0 +1,118 @@
+"""Rank analysis of trained models (the paper's Section 6, Fig. 5): output features of
+every layer on real images, their normalised singular values, nuclear norm and effective rank."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .measures import effective_rank, nuclear_ratio, singular_values, stable_rank
+
+__all__ = ["layer_features", "analyze_model", "write_analysis", "plot_analysis"]
+
+
+@torch.no_grad()
+def layer_features(model: nn.Module, images: torch.Tensor, max_columns: int = 4096, seed: int = 0,
+                   batch_size: int = 32) -> dict[str, torch.Tensor]:
+    """``channels x columns`` output features of the stem and of every module in
+    ``model.features``; columns are (image, position) pairs, at most ``max_columns``
+    per layer, sampled with a seeded generator so the analysis is repeatable."""
+    if images.ndim != 4:
+        raise ValueError(f"expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
+    layers = {"stem": model.stem, **{f"features.{i}": m for i, m in enumerate(model.features)}}
+    per_image = max(1, math.ceil(max_columns / len(images)))
+    g = torch.Generator().manual_seed(seed)
+    cols: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def hook(name: str):
+        def fn(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            b, c, h, w = out.shape
+            flat = out.detach().float().reshape(b, c, h * w)
+            k = min(per_image, h * w)
+            idx = torch.stack([torch.randperm(h * w, generator=g)[:k] for _ in range(b)])
+            picked = torch.gather(flat, 2, idx[:, None, :].expand(b, c, k))
+            cols[name].append(picked.permute(1, 0, 2).reshape(c, b * k))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, len(images), batch_size):
+            model.forward_features(images[i:i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {n: torch.cat(c, dim=1)[:, :max_columns] for n, c in cols.items()}
+
+
+def analyze_model(model: nn.Module, images: torch.Tensor, max_columns: int = 4096, center: bool = False,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """One row per layer: channels, columns, effective rank, stable rank, nuclear norm
+    (sum sigma / sigma_max) and the singular values normalised to [0, 1]."""
+    rows = []
+    feats = layer_features(model, images, max_columns, seed)
+    for depth, (name, f) in enumerate(feats.items()):
+        sigma = singular_values(f, center=center)
+        c = f.shape[0]
+        smax = float(sigma.max()) if sigma.numel() else 0.0
+        rows.append(dict(layer=depth, module=name, channels=c, columns=f.shape[1],
+                         effective_rank=effective_rank(sigma), effective_ratio=effective_rank(sigma) / c,
+                         stable_rank=stable_rank(sigma), nuclear_norm=nuclear_ratio(sigma),
+                         nuclear_per_channel=nuclear_ratio(sigma) / c,
+                         sv_normalised=(sigma / smax).tolist() if smax > 0 else [0.0] * c))
+    return rows
+
+
+def write_analysis(results: dict[str, list[dict[str, Any]]], out: str | os.PathLike) -> dict[str, Path]:
+    """``rank_analysis.csv`` (one row per model x layer) and ``rank_analysis.png``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rank_analysis.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    keys = ["model", "layer", "module", "channels", "columns", "effective_rank", "effective_ratio",
+            "stable_rank", "nuclear_norm", "nuclear_per_channel"]
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for model, rows in results.items():
+            for r in rows:
+                w.writerow({k: (model if k == "model" else r[k]) for k in keys})
+    os.replace(tmp, path)
+    return {"csv": path, "png": plot_analysis(results, out / "rank_analysis.png")}
+
+
+def plot_analysis(results: dict[str, list[dict[str, Any]]], path: str | os.PathLike) -> Path:
+    """Left: effective-rank ratio per layer (relative depth). Right: cumulative
+    distribution of the last layer's normalised singular values (Fig. 5 right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..report import save_figure
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    for model, rows in results.items():
+        n = len(rows)
+        a.plot([r["layer"] / max(n - 1, 1) for r in rows], [r["effective_ratio"] for r in rows],
+               marker="o", ms=3, label=model)
+        sv = sorted(rows[-1]["sv_normalised"])
+        b.plot(sv, [(i + 1) / len(sv) for i in range(len(sv))],
+               label=f"{model} ({rows[-1]['module']}, {rows[-1]['channels']} ch)")
+    a.set_xlabel("relative depth (layer / last layer)")
+    a.set_ylabel("effective rank / channels")
+    a.set_title("Effective rank of each layer's output")
+    b.set_xlabel("singular value / largest")
+    b.set_ylabel("cumulative fraction")
+    b.set_title("Normalised singular values of the last layer (CDF)")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
