@@ -181,6 +181,17 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     z.add_argument("--out", required=True)
     z.set_defaults(func=cmd_rank_analyze)
 
+    v = subparsers.add_parser("rank-verify", help="the paper's Table 2: rank and accuracy of 4 two-IB models on CIFAR-10")
+    v.add_argument("--data", default="cifar10", help="cifar10, or an image tree / zip of CIFAR-10")
+    v.add_argument("--epochs", type=int, default=5)
+    v.add_argument("--train-subset", type=int, default=10000, help="0 = all training images")
+    v.add_argument("--val-subset", type=int, default=2000, help="0 = all test images")
+    v.add_argument("--out-chs", type=int, default=128, help="output width of the second IB")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--no-progress", action="store_true")
+    v.add_argument("--out", required=True)
+    v.set_defaults(func=cmd_rank_verify)
+
     a = subparsers.add_parser(
         "rank-audit", help="audit a model against the paper's channel-dimension design guides",
         description="Per conv layer: kind, in/out channels, dimension ratio, the activation after it; per "
@@ -233,6 +244,16 @@ def cmd_rank_analyze(args: argparse.Namespace) -> int:
               f"effective rank {last['effective_rank']:.1f}, nuclear norm {last['nuclear_norm']:.1f}")
     paths = write_analysis(results, args.out)
     print(f"{len(images)} images from {args.data}; wrote {paths['csv']} and {paths['png']}")
+    return 0
+
+
+def cmd_rank_verify(args: argparse.Namespace) -> int:
+    from .verify import run_verification
+
+    rows = run_verification(args.data, args.out, epochs=args.epochs, train_subset=args.train_subset or None,
+                            val_subset=args.val_subset or None, out_chs=args.out_chs, seed=args.seed,
+                            progress=not args.no_progress)
+    print((Path(args.out) / "table2.md").read_text())
     return 0
 
 
