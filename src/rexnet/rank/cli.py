@@ -220,12 +220,11 @@ def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan
 def cmd_rank_analyze(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.data import IndexedDataset, build_dataset, build_transforms
-    from ..train.engine import _subset
+    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
     from .analyze import analyze_model, write_analysis
 
     size = args.input_size
-    ds = _subset(build_dataset(args.data, "val", None, args.data_root, False, args.skip_bad_images), args.images)
+    ds = balanced_subset(build_dataset(args.data, "val", None, args.data_root, False, args.skip_bad_images), args.images)
     ds = IndexedDataset(ds, build_transforms("cifar" if size <= 32 else "imagenet", size, False))
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     specs = [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]

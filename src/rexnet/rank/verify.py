@@ -58,8 +58,8 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
     effective rank and the numerical rank at 1e-2 (relative) of the last block's
     output on ``rank_images`` test images, centred.
     """
-    from ..train.data import IndexedDataset, build_dataset, build_transforms
-    from ..train.engine import _subset, train
+    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
+    from ..train.engine import train
     from ..train.recipe import load_recipe
     from .analyze import layer_features
     from .measures import effective_rank, numerical_rank, singular_values
@@ -68,7 +68,7 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images_ds = IndexedDataset(_subset(build_dataset(data, "val"), rank_images), build_transforms("cifar", 32, False))
+    images_ds = IndexedDataset(balanced_subset(build_dataset(data, "val"), rank_images), build_transforms("cifar", 32, False))
     images = torch.stack([images_ds[i][0] for i in range(len(images_ds))])
     rows = []
     for name in VARIANTS:

@@ -21,12 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
-           "check_tree", "TORCHVISION_DATASETS", "IMAGE_EXTENSIONS", "default_data_root"]
+           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "IMAGE_EXTENSIONS", "default_data_root"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -301,6 +301,27 @@ def build_dataset(data: str, split: str, transform: Callable | None = None, root
         raise DataError(f"{path} has no {split}/ folder" + (" (nor test/)" if split == "val" else "")
                         + "; an image tree needs train/<class>/... and val/<class>/...")
     return ImageTree(path, name, transform, skip_bad=skip_bad)
+
+
+def balanced_subset(ds: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` samples, balanced over classes where labels are known."""
+    if not n or n >= len(ds):
+        return ds
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        return Subset(ds, range(n))
+    targets = [int(t) for t in targets]
+    classes = sorted(set(targets))
+    per = max(1, n // len(classes))
+    taken: dict[int, int] = {}
+    idx = []
+    for i, t in enumerate(targets):
+        if taken.get(t, 0) < per:
+            idx.append(i)
+            taken[t] = taken.get(t, 0) + 1
+    sub = Subset(ds, idx[:n])
+    sub.classes = getattr(ds, "classes", None)  # type: ignore[attr-defined]
+    return sub
 
 
 # ---------------------------------------------------------------------------- transforms

@@ -32,7 +32,7 @@ from ..models.weights import load_weights, save_weights
 from ..report import write_json
 from ..spec import NetSpec
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import IndexedDataset, SeededTransform, build_dataset, build_transforms
+from .data import IndexedDataset, SeededTransform, balanced_subset, build_dataset, build_transforms
 from .recipe import Recipe, save_config
 
 log = logging.getLogger("rexnet.train")
@@ -136,27 +136,6 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
 
 # ---------------------------------------------------------------------------- building blocks
-def _subset(ds: Dataset, n: int | None) -> Dataset:
-    """The first ``n`` samples, balanced over classes where labels are known."""
-    if not n or n >= len(ds):
-        return ds
-    targets = getattr(ds, "targets", None)
-    if targets is None:
-        return Subset(ds, range(n))
-    targets = [int(t) for t in targets]
-    classes = sorted(set(targets))
-    per = max(1, n // len(classes))
-    taken: dict[int, int] = {}
-    idx = []
-    for i, t in enumerate(targets):
-        if taken.get(t, 0) < per:
-            idx.append(i)
-            taken[t] = taken.get(t, 0) + 1
-    sub = Subset(ds, idx[:n])
-    sub.classes = getattr(ds, "classes", None)  # type: ignore[attr-defined]
-    return sub
-
-
 def build_model_for(model: str, num_classes: int, stride_plan: str, input_size: int,
                     dropout: float | None = None, drop_path: float = 0.0) -> Net:
     """A zoo name or NetSpec file -> module, for ``num_classes`` and the stride plan."""
@@ -289,8 +268,8 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
     if num_classes < 2:
         raise ValueError(f"{cfg.data}: found {num_classes} classes; a classifier needs at least 2")
     seeded = SeededTransform(train_tf, cfg.seed)
-    train_ds = IndexedDataset(_subset(base_train, cfg.train_subset), seeded, cache=cfg.cache_images)
-    val_ds = IndexedDataset(_subset(base_val, cfg.val_subset), val_tf, cache=cfg.cache_images)
+    train_ds = IndexedDataset(balanced_subset(base_train, cfg.train_subset), seeded, cache=cfg.cache_images)
+    val_ds = IndexedDataset(balanced_subset(base_val, cfg.val_subset), val_tf, cache=cfg.cache_images)
     local_batch = cfg.batch_size // dist.world
     sampler = GlobalBatchSampler(len(train_ds), cfg.batch_size, dist.world, dist.rank, cfg.seed)
     loader_kw = dict(num_workers=cfg.workers, pin_memory=device.type == "cuda",
@@ -587,7 +566,7 @@ def evaluate_checkpoint(model: str | None, weights: str, data: str, *, input_siz
     fmt = detect_format(sd)
     load_weights(net, convert_state_dict(sd, net.spec, fmt))
     net.to(dist.device).eval()
-    ds = IndexedDataset(_subset(build_dataset(data, "val", None, data_root, download, skip_bad), limit),
+    ds = IndexedDataset(balanced_subset(build_dataset(data, "val", None, data_root, download, skip_bad), limit),
                         build_transforms(kind, size, False))
     loader = make_eval_loader(ds, batch_size, dist)
     t0 = time.time()
