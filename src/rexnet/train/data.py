@@ -64,6 +64,7 @@ class ImageTree(Dataset):
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid = -1
         self.is_zip = self.root.suffix == ".zip"
+        self._top = ""  # the folder inside a zip that holds the splits, found once by _list_files
         if not self.root.exists():
             raise DataError(f"no dataset at {self.root}: expected a folder or a .zip with "
                             f"train/<class>/<image> and val/ (or test/) inside")
@@ -95,8 +96,8 @@ class ImageTree(Dataset):
         prefix = self._prefix()
         if self.is_zip:
             names = [n for n in self._zipfile().namelist() if not n.endswith("/")]
-            top = _zip_top(names, self.split)
-            full = top + prefix
+            self._top = _zip_top(names, self.split)
+            full = self._top + prefix
             return [n[len(full):] for n in names if n.startswith(full)]
         base = self.root / prefix if prefix else self.root
         if not base.is_dir():
@@ -115,16 +116,12 @@ class ImageTree(Dataset):
     def path_of(self, rel: str) -> str:
         prefix = self._prefix()
         if self.is_zip:
-            names = self._zipfile().namelist()
-            return f"{self.root}!{_zip_top(names, self.split)}{prefix}{rel}"
+            return f"{self.root}!{self._top}{prefix}{rel}"
         return str(Path(self.root) / prefix / rel)
 
     def read_bytes(self, rel: str) -> bytes:
         if self.is_zip:
-            z = self._zipfile()
-            if not hasattr(self, "_top"):
-                self._top = _zip_top(z.namelist(), self.split)
-            return z.read(self._top + self._prefix() + rel)
+            return self._zipfile().read(self._top + self._prefix() + rel)
         return (Path(self.root) / self._prefix() / rel).read_bytes()
 
     def load(self, i: int) -> Image.Image:

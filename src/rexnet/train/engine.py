@@ -11,6 +11,7 @@ dropout masks aside).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -390,7 +391,7 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
             step_loss = 0.0
             for k, (xc, yc) in enumerate(chunks):
                 sync = k == len(chunks) - 1 or not dist.enabled
-                ctx = net.no_sync() if not sync else _nullcontext()
+                ctx = net.no_sync() if not sync else contextlib.nullcontext()
                 with ctx:
                     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                         logits = net(xc)
@@ -477,14 +478,6 @@ def train(cfg: Recipe, out_dir: str | os.PathLike, resume: bool = False) -> dict
 def _current_lrs(sched: torch.optim.lr_scheduler.LambdaLR) -> list[float]:
     step = sched.last_epoch
     return [base * f(step) for base, f in zip(sched.base_lrs, sched.lr_lambdas)]
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
 
 
 def _check_finite(loss: torch.Tensor, dist: Dist, epoch: int, st: dict, last: Path) -> None:
