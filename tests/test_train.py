@@ -46,6 +46,20 @@ def _epoch(e):
     return list(s)
 
 
+def test_spec_files_keep_their_strides_when_designed_for_32x32(tmp_path):
+    from rexnet.models.zoo import rexnet_spec
+    from rexnet.train.engine import build_model_for
+
+    big = rexnet_spec("big", multiplier=0.25, depth_multiplier=0.34)  # designed for 224
+    small = big.replace(name="small", input_size=32)
+    big.save(tmp_path / "big.json")
+    small.save(tmp_path / "small.json")
+    assert build_model_for(str(tmp_path / "big.json"), 10, "auto", 32).spec.stem.stride == 1
+    assert build_model_for(str(tmp_path / "small.json"), 10, "auto", 32).spec.stem.stride == 2
+    assert build_model_for(str(tmp_path / "small.json"), 10, "cifar", 32).spec.stem.stride == 1
+    assert build_model_for(str(tmp_path / "big.json"), 10, "imagenet", 32).spec.stem.stride == 2
+
+
 def test_recipes_and_overrides(tmp_path):
     r = load_recipe("imagenet")
     assert (r.lr, r.batch_size, r.warmup_epochs, r.epochs, r.weight_decay) == (0.5, 512, 5, 400, 1e-5)

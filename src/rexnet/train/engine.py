@@ -146,7 +146,10 @@ def build_model_for(model: str, num_classes: int, stride_plan: str, input_size: 
     plan = stride_plan if stride_plan != "auto" else ("cifar" if input_size <= 32 else "imagenet")
     if model.endswith((".json", ".yaml", ".yml")):
         spec = NetSpec.load(model).with_head(num_classes=num_classes)
-        spec = cifar_stride_plan(spec) if plan == "cifar" and spec.stem.stride > 1 else spec
+        # a spec designed for small inputs (input_size <= 32) keeps its own strides under "auto"
+        designed_small = stride_plan == "auto" and spec.input_size <= 32
+        if plan == "cifar" and spec.stem.stride > 1 and not designed_small:
+            spec = cifar_stride_plan(spec)
     else:
         spec = model_spec(model, num_classes=num_classes, stride_plan=plan)
     return Net(spec, drop_rate=dropout, drop_path_rate=drop_path)
