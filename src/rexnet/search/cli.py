@@ -1,0 +1,123 @@
+"""``rexnet search run|status|analyze|presets``: argument parsing over :mod:`rexnet.search`."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+
+__all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_analyze"]
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
+
+
+def settings_from_args(args: argparse.Namespace):
+    from .runner import SearchSettings
+
+    kw = {f.name: getattr(args, f.name) for f in fields(SearchSettings) if getattr(args, f.name, None) is not None}
+    return SearchSettings(**kw)
+
+
+def cmd_search_run(args: argparse.Namespace) -> int:
+    from .runner import run_search, status
+
+    counts = run_search(args.out, settings_from_args(args))
+    st = status(args.out)
+    print(f"{st['done']}/{st['total']} trials done, {st['failed']} failed"
+          + (f"; best {st['best']['kind']} {st['best']['spec_hash']}: {st['best']['mean_val_top1']:.2f}%"
+             if st["best"] else ""))
+    if args.analyze and counts["done"]:
+        from .analyze import analyze
+        res = analyze([args.out], args.out + "/report")
+        print(f"wrote {res.get('report', args.out + '/report/report.md')}")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def cmd_search_status(args: argparse.Namespace) -> int:
+    from .runner import status
+
+    st = status(args.out)
+    if args.json:
+        print(json.dumps(st, indent=2))
+        return 0
+    print(f"search {st['search']}: {st['done']}/{st['total']} trials done, {st['running']} running, "
+          f"{st['pending']} pending, {st['failed']} failed")
+    if st["mean_trial_s"]:
+        print(f"mean trial {st['mean_trial_s']:.0f}s; ETA {_hms(st['eta_s'])}")
+    if st["best"]:
+        b = st["best"]
+        print(f"best so far: {b['kind']} {b['spec_hash']} {b['mean_val_top1']:.2f}% over {b['repeats']} "
+              f"repeat(s), {b['macs'] / 1e6:.1f} MMACs, {b['params'] / 1e6:.3f} M params, widths "
+              f"{'/'.join(map(str, b['widths']))}")
+    return 0
+
+
+def cmd_search_analyze(args: argparse.Namespace) -> int:
+    from .analyze import analyze
+
+    out = args.out or (args.dirs[0].rstrip("/") + "/report")
+    res = analyze(args.dirs, out)
+    print(f"wrote {res.get('report', out + '/report.md')}")
+    return 0
+
+
+def cmd_search_presets(args: argparse.Namespace) -> int:
+    from ..report import format_table
+    from .space import PRESETS
+
+    rows = [dict(preset=name, data=p.data, depth=p.space.depth,
+                 mmacs=f"{p.space.lower_macs / 1e6:.0f}-{p.space.macs_max / 1e6:.0f}", pen=p.space.pen_chs,
+                 trials=p.trials, epochs=p.epochs, repeats=p.repeats,
+                 subset=f"{p.train_subset or 'all'}/{p.val_subset or 'all'}")
+            for name, p in PRESETS.items()]
+    print(format_table(rows))
+    return 0
+
+
+def add_search_commands(sub) -> None:
+    s = sub.add_parser("search", help="the channel-configuration search of Section 4")
+    ss = s.add_subparsers(dest="search_command", required=True)
+
+    r = ss.add_parser("run", help="sample, train and record a search (rerun the same command to resume)")
+    r.add_argument("--preset", default="smoke", help="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)")
+    r.add_argument("--out", required=True, help="search directory (search.db, trials/, report/)")
+    r.add_argument("--data", default=None, help="cifar10 | cifar100 | image tree | zip (default: the preset's)")
+    r.add_argument("--data-root", default=None)
+    r.add_argument("--download", action="store_true", default=None)
+    for name, typ, hlp in (("trials", int, "sampled models (references come on top)"),
+                           ("epochs", int, None), ("repeats", int, "seeds per model"),
+                           ("train-subset", int, "training images (0 = all)"),
+                           ("val-subset", int, "test images (0 = all)"), ("batch-size", int, None),
+                           ("early-stop-patience", int, "epochs without improvement (0 = off)"),
+                           ("seed", int, "sampling seed and first training seed"),
+                           ("rank-images", int, "images for the final-feature nuclear norm (0 = skip)"),
+                           ("workers", int, "trials at once"),
+                           ("cpus-per-trial", float, "Ray resources per trial"),
+                           ("gpus-per-trial", float, "Ray resources per trial (e.g. 0.25)")):
+        r.add_argument("--" + name, type=typ, default=None, help=hlp)
+    r.add_argument("--device", default=None, help="auto | cpu | cuda")
+    r.add_argument("--amp", default=None, help="auto | off | bf16 | fp16")
+    r.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
+    r.add_argument("--ray", action="store_true", default=None,
+                   help="run trials as Ray tasks on a local Ray instance started (and stopped) here")
+    r.add_argument("--ray-address", default=None, help="join a running Ray cluster, e.g. auto or ray://head:10001")
+    r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    r.add_argument("--analyze", action="store_true", help="write OUT/report when the search ends")
+    r.set_defaults(func=cmd_search_run)
+
+    st = ss.add_parser("status", help="progress, ETA and the best model so far")
+    st.add_argument("out")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_search_status)
+
+    a = ss.add_parser("analyze", help="the paper's analysis of one or more searches (report.md + figures)")
+    a.add_argument("dirs", nargs="+")
+    a.add_argument("--out", default=None, help="default: FIRST_DIR/report")
+    a.set_defaults(func=cmd_search_analyze)
+
+    p = ss.add_parser("presets", help="list the search presets")
+    p.set_defaults(func=cmd_search_presets)

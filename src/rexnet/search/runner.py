@@ -1,0 +1,388 @@
+"""Run a search: sample the space, store the trials, train them locally or on Ray.
+
+Local (default): ``workers`` threads each claim a trial from the store and run it in a
+fresh child process (a crash or leak stays inside one trial), with
+``cpu_count // workers`` torch threads.  Ray (``--ray`` or ``--ray-address``): the
+driver claims trials and runs each as a Ray task with ``cpus_per_trial`` /
+``gpus_per_trial`` resources; without an address it starts a local Ray instance and
+stops it at the end.  Either way the driver keeps the heartbeats of the trials in
+flight, so a killed search loses at most their unfinished epochs (each trial resumes
+from its own last checkpoint).
+"""
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing as mp
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .space import Preset, get_preset
+from .store import Store, worker_id
+
+__all__ = ["SearchSettings", "prepare", "run_search", "run_trial", "status"]
+
+DB_NAME = "search.db"
+
+
+@dataclass
+class SearchSettings:
+    """What a search run may change on top of its preset."""
+    preset: str = "smoke"
+    data: str | None = None
+    data_root: str | None = None
+    download: bool = False
+    trials: int | None = None
+    epochs: int | None = None
+    repeats: int | None = None
+    train_subset: int | None = None     # 0 = all images
+    val_subset: int | None = None
+    batch_size: int | None = None
+    early_stop_patience: int | None = None
+    seed: int | None = None
+    rank_images: int = 256              # images for the final-feature rank (0 = skip)
+    device: str = "auto"
+    channels_last: bool = True
+    amp: str = "auto"
+    workers: int = 1
+    ray: bool = False
+    ray_address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    progress: bool = True
+
+    def resolved(self) -> Preset:
+        import dataclasses
+        p = get_preset(self.preset)
+        changes = {k: getattr(self, k) for k in ("data", "trials", "epochs", "repeats", "train_subset",
+                                                 "val_subset", "batch_size", "early_stop_patience", "seed")
+                   if getattr(self, k) is not None}
+        for k in ("train_subset", "val_subset"):
+            if changes.get(k) == 0:
+                changes[k] = None
+        p = dataclasses.replace(p, **changes)
+        if p.trials < 0 or p.epochs < 1 or p.repeats < 1:
+            raise ValueError(f"need trials >= 0, epochs >= 1, repeats >= 1; got {p.trials}, {p.epochs}, {p.repeats}")
+        return p
+
+
+def protocol_of(p: Preset, s: SearchSettings) -> dict[str, Any]:
+    """Everything that changes a trial's result (the number of trials does not)."""
+    d = p.to_dict()
+    d.pop("trials")
+    d.update(rank_images=s.rank_images, channels_last=s.channels_last, amp=s.amp)
+    return d
+
+
+def prepare(out: str | os.PathLike, s: SearchSettings) -> tuple[Store, Preset]:
+    """Open (or create) ``out/search.db`` and add this run's trials: the two references
+    and ``trials`` samples, each ``repeats`` times.  Idempotent."""
+    p = s.resolved()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / DB_NAME)
+    store.init_protocol(protocol_of(p, s))
+    rows = []
+    for cand in p.space.iter_all(p.trials, p.seed):
+        spec = cand.spec.replace(name=f"{p.space.name}_{cand.kind}_{cand.hash[:8]}")
+        for r in range(p.repeats):
+            rows.append(dict(key=f"{cand.hash}-r{r}", spec_hash=cand.hash, repeat=r, seed=p.seed + r,
+                             kind=cand.kind, spec=spec.to_json(), widths=list(cand.widths), macs=cand.macs,
+                             params=cand.params, params_of_f=cand.params_of_f))
+    store.add(rows)
+    store.set_meta("preset", p.to_dict())
+    return store, p
+
+
+# -- one trial ---------------------------------------------------------------------------
+def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, Any], threads: int = 0) -> dict[str, Any]:
+    """Train one (spec, repeat) with the CIFAR recipe; returns its result record.
+    Resumes from ``out/trials/<key>/last.pt`` when a previous attempt left one."""
+    import torch
+
+    from ..models.build import Net
+    from ..spec import NetSpec
+    from ..train.engine import train
+    from ..train.recipe import load_recipe
+
+    if threads:
+        torch.set_num_threads(threads)
+    tdir = Path(out) / "trials" / trial["key"]
+    tdir.mkdir(parents=True, exist_ok=True)
+    spec = NetSpec.from_json(trial["spec"])
+    spec_file = spec.save(tdir / "spec_in.json")
+    t0 = time.time()
+    cfg = load_recipe("cifar", dict(
+        model=str(spec_file), data=p["data"], data_root=s.get("data_root"), download=s.get("download", False),
+        epochs=p["epochs"], batch_size=p["batch_size"], train_subset=p["train_subset"],
+        val_subset=p["val_subset"], seed=trial["seed"], early_stop_patience=p["early_stop_patience"],
+        progress=False, device=s.get("device", "auto"), channels_last=s.get("channels_last", True),
+        amp=s.get("amp", "auto"), stride_plan="auto", dropout=spec.head.dropout))
+    summary = train(cfg, tdir, resume=True)
+    curves = [json.loads(line) for line in (tdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    result = dict(best_val_top1=summary["best_val_top1"], best_epoch=summary["best_epoch"],
+                  final_val_top1=summary["final"]["val_top1"] if summary["final"] else None,
+                  epochs_done=summary["epochs_done"], stopped=summary["stopped"],
+                  val_top1=[c["val_top1"] for c in curves], train_loss=[c["train_loss"] for c in curves],
+                  images_per_s=curves[-1]["images_per_s"] if curves else None,
+                  wall_s=round(time.time() - t0, 2), train_images=summary["train_images"],
+                  val_images=summary["val_images"])
+    if s.get("rank_images"):
+        trained = NetSpec.load(tdir / "spec.json")   # as trained (classes from the data)
+        result.update(_final_rank(Net(trained), tdir, cfg, s["rank_images"], trial["seed"]))
+    for f in ("last.pt", "best.pt"):   # done: resume state no longer needed; best.safetensors stays
+        (tdir / f).unlink(missing_ok=True)
+    return result
+
+
+def _final_rank(model, tdir: Path, cfg, n_images: int, seed: int) -> dict[str, float]:
+    """Nuclear norm (normalised by the largest singular value and the width) and
+    effective rank of the last block's output on ``n_images`` validation images."""
+    import torch
+
+    from ..rank.analyze import layer_features
+    from ..rank.measures import effective_rank, singular_values
+    from ..train.checkpoint import load_checkpoint
+    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
+
+    model.load_state_dict(load_checkpoint(tdir / "best.pt")["model"])
+    ds = IndexedDataset(balanced_subset(build_dataset(cfg.data, "val", root=cfg.data_root), n_images),
+                        build_transforms("cifar", 32, False))
+    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    feats = layer_features(model, images, max_columns=4096, seed=seed)[f"features.{len(model.spec.blocks) - 1}"]
+    sigma = singular_values(feats, center=True)
+    nuclear = float(sigma.sum() / sigma.max()) / feats.shape[0] if float(sigma.max()) > 0 else 0.0
+    return dict(nuclear_norm=round(nuclear, 5), effective_rank=round(effective_rank(sigma), 3),
+                feature_channels=int(feats.shape[0]))
+
+
+def _exit_with_parent() -> None:
+    """A trial process must not outlive its search (a killed search would otherwise
+    leave an orphan writing into a trial that the next run claims again)."""
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _child(trial, out, p, s, threads, result_file):
+    """Entry of a local trial process: the result (or the error) goes to a JSON file."""
+    _exit_with_parent()
+    try:
+        res = {"ok": run_trial(trial, out, p, s, threads)}
+    except BaseException as e:  # noqa: BLE001 - recorded in the store, never swallowed silently
+        res = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    tmp = Path(str(result_file) + ".tmp")
+    tmp.write_text(json.dumps(res))
+    os.replace(tmp, result_file)
+
+
+# -- drivers -----------------------------------------------------------------------------
+def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Run every unfinished trial of the search in ``out``; returns the store's counts."""
+    store, p = prepare(out, s)
+    c = store.counts()
+    log(f"search {p.space.name}: {c['done']}/{sum(c.values())} trials done, {c['failed']} failed; "
+        f"store {store.path}")
+    pd, sd = p.to_dict(), _settings_dict(s)
+    store.set_meta("run", dict(workers=s.workers, ray=bool(s.ray or s.ray_address), started=time.time()))
+    try:
+        if s.ray or s.ray_address:
+            _run_ray(store, str(out), pd, sd, s, log)
+        else:
+            _run_local(store, str(out), pd, sd, s, log)
+        return store.counts()
+    finally:
+        store.close()
+
+
+def _settings_dict(s: SearchSettings) -> dict[str, Any]:
+    import dataclasses
+    return dataclasses.asdict(s)
+
+
+class _Progress:
+    def __init__(self, store: Store, enabled: bool, log: Callable[[str], None]):
+        self.store, self.log = store, log
+        total = sum(store.counts().values())
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, initial=store.counts()["done"], desc="trials", unit="trial")
+
+    def update(self, key: str, res: dict[str, Any] | None, err: str | None) -> None:
+        msg = (f"{key}: val top-1 {res['best_val_top1']:.2f}% in {res['wall_s']:.0f}s" if res
+               else f"{key}: FAILED {err}")
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.write(msg)
+        else:
+            self.log(msg)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _heartbeats(store: Store, inflight: dict[str, str], stop: threading.Event, every: float = 10.0) -> threading.Thread:
+    def loop():
+        while not stop.wait(every):
+            for key, w in list(inflight.items()):
+                store.heartbeat([key], w)
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def _run_local(store: Store, out: str, p: dict, s: dict, settings: SearchSettings, log) -> None:
+    workers = max(1, settings.workers)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = mp.get_context("spawn")
+    inflight: dict[str, str] = {}
+    stop = threading.Event()
+    _heartbeats(store, inflight, stop)
+    progress = _Progress(store, settings.progress, log)
+    children: list = []
+
+    def slot(i: int) -> None:
+        me = worker_id(f"slot{i}")
+        while not stop.is_set():
+            trial = store.claim(me)
+            if trial is None:
+                return
+            inflight[trial["key"]] = me
+            result_file = Path(out) / "trials" / trial["key"] / "result.json"
+            result_file.parent.mkdir(parents=True, exist_ok=True)
+            result_file.unlink(missing_ok=True)
+            proc = ctx.Process(target=_child, args=(trial, out, p, s, threads, result_file), daemon=True)
+            proc.start()
+            children.append(proc)
+            proc.join()
+            inflight.pop(trial["key"], None)
+            if stop.is_set():
+                store.release(trial["key"], me)
+                return
+            if result_file.exists():
+                res = json.loads(result_file.read_text())
+            else:
+                res = {"error": f"trial process exited with code {proc.exitcode} and no result"}
+            if "ok" in res:
+                store.finish(trial["key"], me, res["ok"])
+                progress.update(trial["key"], res["ok"], None)
+            else:
+                store.fail(trial["key"], me, res["error"])
+                progress.update(trial["key"], None, res["error"])
+
+    pool = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(workers)]
+    for t in pool:
+        t.start()
+    try:
+        while any(t.is_alive() for t in pool):
+            for t in pool:
+                t.join(timeout=0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        for proc in children:
+            if proc.is_alive():
+                proc.terminate()
+        log("stopped: finished trials are kept; rerun the same command to continue")
+        raise
+    finally:
+        stop.set()
+        progress.close()
+
+
+def _run_ray(store: Store, out: str, p: dict, s: dict, settings: SearchSettings, log) -> None:
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("Ray is not installed: pip install 'ray[default]' (or run without --ray)") from e
+    started = False
+    if not ray.is_initialized():
+        if settings.ray_address:
+            ray.init(address=settings.ray_address, log_to_driver=False)
+        else:   # our own local instance, stopped at the end
+            ray.init(num_cpus=max(1, math.ceil(settings.workers * settings.cpus_per_trial)),
+                     num_gpus=math.ceil(settings.workers * settings.gpus_per_trial) or None,
+                     include_dashboard=False, log_to_driver=False)
+        started = True
+    threads = max(1, int(settings.cpus_per_trial))
+    remote = ray.remote(run_trial).options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
+                                           max_retries=0)
+    me = worker_id("ray")
+    inflight: dict[str, str] = {}
+    refs: dict[Any, str] = {}
+    stop = threading.Event()
+    _heartbeats(store, inflight, stop)
+    progress = _Progress(store, settings.progress, log)
+    try:
+        while True:
+            while len(refs) < max(1, settings.workers):
+                trial = store.claim(me)
+                if trial is None:
+                    break
+                inflight[trial["key"]] = me
+                refs[remote.remote(trial, out, p, s, threads)] = trial["key"]
+            if not refs:
+                break
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            for ref in ready:
+                key = refs.pop(ref)
+                inflight.pop(key, None)
+                try:
+                    res = ray.get(ref)
+                except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the search goes on
+                    cause = getattr(e, "cause", None) or e
+                    store.fail(key, me, f"{type(cause).__name__}: {cause}")
+                    progress.update(key, None, f"{type(cause).__name__}: {cause}")
+                else:
+                    store.finish(key, me, res)
+                    progress.update(key, res, None)
+    except KeyboardInterrupt:
+        for ref, key in refs.items():
+            ray.cancel(ref, force=True)
+            store.release(key, me)
+        log("stopped: finished trials are kept; rerun the same command to continue")
+        raise
+    finally:
+        stop.set()
+        progress.close()
+        if started:
+            ray.shutdown()
+
+
+# -- status ------------------------------------------------------------------------------
+def status(out: str | os.PathLike) -> dict[str, Any]:
+    """Progress, ETA and the best model so far of the search in ``out``."""
+    path = Path(out) / DB_NAME
+    if not path.exists():
+        raise FileNotFoundError(f"no search in {out} (expected {path}); start one with `rexnet search run`")
+    with Store(path) as store:
+        counts = store.counts()
+        done = store.trials("done")
+        preset = store.get_meta("preset") or {}
+        run = store.get_meta("run") or {}
+    total = sum(counts.values())
+    walls = [t["result"]["wall_s"] for t in done]
+    mean_wall = sum(walls) / len(walls) if walls else None
+    remaining = counts["pending"] + counts["running"]
+    by_spec: dict[str, list[float]] = {}
+    for t in done:
+        by_spec.setdefault(t["spec_hash"], []).append(t["result"]["best_val_top1"])
+    best = max(by_spec.items(), key=lambda kv: sum(kv[1]) / len(kv[1]), default=None)
+    best_row = next((t for t in done if best and t["spec_hash"] == best[0]), None)
+    return dict(search=preset.get("space", {}).get("name"), total=total, **counts,
+                mean_trial_s=mean_wall, eta_s=mean_wall * remaining / max(1, run.get("workers", 1)) if mean_wall else None,
+                best=None if best is None else dict(spec_hash=best[0], kind=best_row["kind"],
+                                                     mean_val_top1=sum(best[1]) / len(best[1]),
+                                                     repeats=len(best[1]), widths=best_row["widths"],
+                                                     macs=best_row["macs"], params=best_row["params"]))
