@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_rank_commands(sub)
 
+    from .search.cli import add_search_commands
+
+    add_search_commands(sub)
+
     d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
     d.add_argument("--out", default="out")
     d.add_argument("--runs", type=int, default=10)
