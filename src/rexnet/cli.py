@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_commands(sub)
 
+    from .bench.cli import add_bench_commands
+
+    add_bench_commands(sub)
+
     d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
     d.add_argument("--out", default="out")
     d.add_argument("--runs", type=int, default=10)
