@@ -9,7 +9,6 @@ ratio of medians (ours / timm; below 1 means ours is faster).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 

@@ -24,52 +24,12 @@ import os
 import platform
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _tree_rss_bytes(root: int) -> int:
-    """Summed RSS of ``root`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, stack = 0, [root]
-    page = os.sysconf("SC_PAGE_SIZE")
-    while stack:
-        pid = stack.pop()
-        try:
-            with open(f"/proc/{pid}/statm") as fh:
-                total += int(fh.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            pass
-        stack.extend(children.get(pid, []))
-    return total
-
-
-class PeakSampler(threading.Thread):
-    def __init__(self, interval: float = 0.2) -> None:
-        super().__init__(daemon=True)
-        self.interval, self.peak, self._halt = interval, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
-            self._halt.wait(self.interval)
-
-    def stop(self) -> int:
-        self._halt.set()
-        self.join()
-        return self.peak
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak_memory import PeakSampler  # noqa: E402  (a sibling script)
 
 
 def spectrum_speed(d_out: int = 256, n: int = 1024, repeats: int = 5) -> dict[str, float]:

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from rexnet.cli import main
 from rexnet.models.zoo import model_spec
 
@@ -43,9 +45,30 @@ def test_user_errors_are_one_clear_line(capsys):
 
 def test_console_script_demo(tmp_path):
     exe = [sys.executable, "-m", "rexnet.cli"]
-    r = subprocess.run(exe + ["demo", "--out", str(tmp_path), "--no-profile"],
+    r = subprocess.run(exe + ["demo", "--out", str(tmp_path), "--no-profile", "--no-search"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "schedules.png").is_file()
     rows = json.loads((tmp_path / "models.json").read_text())
     assert {r["model"] for r in rows} >= {"rexnet_100", "mobilenetv2_100", "rexnet_lite_100"}
+
+
+def test_demo_picks_the_best_real_dataset(tmp_path, monkeypatch):
+    import rexnet.train.data as data
+    from rexnet.cli import demo_search_data
+
+    assert demo_search_data("some/cifar.zip") == "some/cifar.zip"
+    monkeypatch.setenv("REXNET_DATA", str(tmp_path))
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    assert demo_search_data("auto") == "cifar10"                       # present
+    (tmp_path / "cifar-10-batches-py").rmdir()
+
+    def offline(*a, **k):
+        raise data.DataError("could not download cifar10 (no network)")
+    monkeypatch.setattr(data, "build_dataset", offline)
+    debian = tmp_path / "debian-fashion-mnist"
+    monkeypatch.setitem(data.LOCAL_SOURCES, "fashion-mnist", [debian])
+    with pytest.raises(ValueError, match="dataset-fashion-mnist"):    # nothing real: say how to get it
+        demo_search_data("auto")
+    debian.mkdir()
+    assert demo_search_data("auto") == "fashion-mnist"                 # offline fallback

@@ -5,13 +5,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from rexnet.budget import BudgetError
 from rexnet.complexity import complexity
-from rexnet.search.runner import SearchSettings, prepare, run_search, status
+from rexnet.search.runner import SearchSettings, run_search, status
 from rexnet.search.space import PRESETS, SearchSpace, get_preset, stage_repeats
 from rexnet.search.store import Store, StoreError
 from train_helpers import CIFAR_ZIP, needs_cifar

@@ -55,8 +55,40 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_search_data(choice: str) -> str:
+    """The best real dataset available for the demo's search: ``choice`` unless it is
+    ``auto``; else CIFAR-10 when present or downloadable, else Fashion-MNIST from the
+    Debian package.  Never synthetic data."""
+    import socket
+
+    from .train.data import LOCAL_SOURCES, TORCHVISION_DATASETS, DataError, build_dataset, default_data_root
+
+    if choice != "auto":
+        return choice
+    if (default_data_root() / TORCHVISION_DATASETS["cifar10"][2]).is_dir():
+        return "cifar10"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        print("CIFAR-10 is not in the data root; trying to download it ...")
+        build_dataset("cifar10", "train", download=True)
+        build_dataset("cifar10", "val", download=True)
+        return "cifar10"
+    except (DataError, OSError) as e:
+        print(f"  no download ({str(e)[:120]}); falling back to Fashion-MNIST")
+    finally:
+        socket.setdefaulttimeout(old)
+    if any(p.is_dir() for p in LOCAL_SOURCES["fashion-mnist"]) or \
+            (default_data_root() / TORCHVISION_DATASETS["fashion-mnist"][2]).is_dir():
+        return "fashion-mnist"
+    raise ValueError("no real dataset for the demo's search: pass --search-data PATH (a CIFAR-10 image "
+                     "tree or zip), connect to the internet for CIFAR-10, or `apt-get install "
+                     "dataset-fashion-mnist`; or skip the search with --no-search")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job as it stands: the zoo table, the schedule plot and the quick rank study."""
+    """The paper's study end to end at smoke scale: the zoo, the quick rank study, a
+    smoke channel search and its report."""
     from .models.zoo import list_models, model_spec
     from .report import block_rows, format_table, plot_widths, write_json, zoo_rows
 
@@ -76,7 +108,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .rank.cli import build_rank_study_args, cmd_rank_study
 
         print("\n== Section 3: rank study (--quick) ==")
-        return cmd_rank_study(build_rank_study_args(["--quick", "--out", str(out / "rank_study")]))
+        rc = cmd_rank_study(build_rank_study_args(["--quick", "--out", str(out / "rank_study")]))
+        if rc:
+            return rc
+    if not args.no_search:
+        from .search.analyze import analyze
+        from .search.runner import SearchSettings, run_search
+
+        data = demo_search_data(args.search_data)
+        print(f"\n== Section 4: channel-configuration search (smoke preset) on {data} ==")
+        counts = run_search(out / "search", SearchSettings(preset="smoke", data=data))
+        res = analyze([out / "search"], out / "search" / "report")
+        print(f"{counts['done']} trials done, {counts['failed']} failed; wrote "
+              f"{res.get('report', out / 'search' / 'report' / 'report.md')}")
     return 0
 
 
@@ -228,6 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--runs", type=int, default=10)
     d.add_argument("--no-profile", action="store_true", help="skip the latency column")
     d.add_argument("--no-rank-study", action="store_true", help="skip the quick rank study")
+    d.add_argument("--no-search", action="store_true", help="skip the smoke channel search")
+    d.add_argument("--search-data", default="auto",
+                   help="data for the smoke search: auto (CIFAR-10 if present or downloadable, else "
+                        "Fashion-MNIST from dataset-fashion-mnist) or a dataset name / image tree / zip")
     d.set_defaults(func=cmd_demo)
     return p
 
