@@ -56,6 +56,9 @@ class OnnxModule(nn.Module):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads  # same thread count as torch, for fair timing
+        # no busy-waiting between runs: spinning ORT threads would steal the cores of
+        # whatever runs next (the other models of an interleaved benchmark, the caller's code)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = str(path)
         self.session = ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
