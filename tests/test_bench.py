@@ -13,15 +13,7 @@ from rexnet.bench.cli import add_bench_commands
 from rexnet.bench.export import ExportError, export_model, load_exported
 from rexnet.bench.runner import (PEERS, Entry, build_entries, check_device, latency_stats, parse_compare,
                                  parse_dtype, run_bench, time_interleaved)
-from test_deploy import randomize_bn
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from test_deploy import _one_thread, randomize_bn  # noqa: F401  (_one_thread: an autouse fixture)
 
 
 def run_cli(argv):

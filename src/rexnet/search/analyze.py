@@ -271,8 +271,14 @@ def _plot_fig2(label: str, a: dict[str, Any], path: Path) -> Path:
     ax.set(xlabel="block index i", ylabel="output channels",
            title=f"{label}: widths of the top / middle / bottom models (n={a['n_samples']}; band = min-max)")
     ax.title.set_fontsize(9)
+    return _finish(fig, ax, path, 7)
+
+
+def _finish(fig, ax, path: Path, legend_size: int = 8) -> Path:
+    """Grid, a legend when anything is labelled (nothing is while no sampled model is done), save."""
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_size)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -286,11 +292,7 @@ def _plot_edf(results: dict[str, dict[str, Any]], path: Path) -> Path:
             ax.step(err, np.arange(1, len(err) + 1) / len(err), where="post", label=f"{label} (n={len(err)})")
     ax.set(xlabel="error (%) = 100 - mean top-1", ylabel="cumulative fraction of models",
            title="Error EDF of the sampled models")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:   # empty when no sampled model is done yet
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path)
 
 
 def _plot_rank(results: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -308,10 +310,7 @@ def _plot_rank(results: dict[str, dict[str, Any]], path: Path) -> Path:
                            f"{label} (Pearson {_fmt(a['rank']['pearson'])}, Spearman {_fmt(a['rank']['spearman'])})")
     ax.set(xlabel="normalised nuclear norm of the final features", ylabel="mean best top-1 (%)",
            title="Accuracy vs rank of the last block's output")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path, 7)
 
 
 def _plot_fig4(results: dict[str, dict[str, Any]], path: Path) -> Path:
@@ -325,11 +324,7 @@ def _plot_fig4(results: dict[str, dict[str, Any]], path: Path) -> Path:
                     label=f"{label} (top {st['n']}, R²={st['fit']['r2']:.3f})")
     ax.set(xlabel="block index / (depth - 1)", ylabel="mean output channels of the top models",
            title="Top-group channel configurations across searches")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:   # empty when no sampled model is done yet
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return _finish(fig, ax, path)
 
 
 # -- files ---------------------------------------------------------------------------------
