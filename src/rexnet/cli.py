@@ -89,6 +89,8 @@ def demo_search_data(choice: str) -> str:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The paper's study end to end at smoke scale: the zoo, the quick rank study, a
     smoke channel search and its report."""
+    import os
+
     from .models.zoo import list_models, model_spec
     from .report import block_rows, format_table, plot_widths, write_json, zoo_rows
 
@@ -117,7 +119,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         data = demo_search_data(args.search_data)
         print(f"\n== Section 4: channel-configuration search (smoke preset) on {data} ==")
-        counts = run_search(out / "search", SearchSettings(preset="smoke", data=data))
+        # two trials at once: measured 1.48x the trials/hour of one on 2 cores (README)
+        workers = min(2, os.cpu_count() or 1)
+        counts = run_search(out / "search", SearchSettings(preset="smoke", data=data, workers=workers))
         res = analyze([out / "search"], out / "search" / "report")
         print(f"{counts['done']} trials done, {counts['failed']} failed; wrote "
               f"{res.get('report', out / 'search' / 'report' / 'report.md')}")
