@@ -281,12 +281,17 @@ def run_bench(entries: Sequence[Entry], batches: Sequence[int] = (1, 32), *, dev
                              dtype=dname, batch=batch, input_size=e.input_size,
                              params_m=None if e.params is None else round(e.params / 1e6, 3),
                              gmacs=None if e.macs is None else round(e.macs / 1e9, 4),
-                             median_ms=round(s["median_ms"], 3), p10_ms=round(s["p10_ms"], 3),
-                             p90_ms=round(s["p90_ms"], 3), mean_ms=round(s["mean_ms"], 3),
+                             # 4 significant digits: a tiny model's 0.02 ms must not round to 1 digit
+                             median_ms=_sig(s["median_ms"]), p10_ms=_sig(s["p10_ms"]),
+                             p90_ms=_sig(s["p90_ms"]), mean_ms=_sig(s["mean_ms"]),
                              images_per_s=round(s["images_per_s"], 1), runs=s["runs"],
                              top1_published=e.top1, top1_source=e.top1_source))
         del inputs
     return rows
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    return float(f"{x:.{digits}g}")
 
 
 def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
