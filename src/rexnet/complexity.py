@@ -6,11 +6,14 @@ multiply are not counted.  Tests hold the two together for every zoo model.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 from .spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
-__all__ = ["LayerCost", "Complexity", "complexity", "count_module"]
+__all__ = ["LayerCost", "Complexity", "complexity", "count_module", "interleaved_latency", "time_interleaved",
+           "latency_stats"]
 
 
 @dataclass(frozen=True)
@@ -122,36 +125,60 @@ def count_module(module, input_size: int = 224, in_chans: int = 3) -> tuple[int,
 
 def interleaved_latency(models: dict, batch: int = 1, input_size: int = 224, runs: int = 30,
                         warmup: int = 5, threads: int | None = None) -> dict[str, dict[str, float]]:
-    """CPU latency of several models, timed in turns so machine drift hits all alike.
+    """CPU latency of several models on one random input, timed in turns so machine
+    drift hits all alike.
 
-    Returns per model: median, p10, p90 (milliseconds per batch) and images/s at
-    the median.  Each model runs in eval mode under ``torch.inference_mode``.
+    Returns per model: median, p10, p90, mean (milliseconds per batch) and images/s
+    at the median.  Each model runs in eval mode under ``torch.inference_mode``.
     """
-    import time
+    import torch
 
+    if threads is not None:
+        torch.set_num_threads(threads)
+    x = torch.randn(batch, 3, input_size, input_size)
+    for m in models.values():
+        m.eval()
+    times = time_interleaved(models, dict.fromkeys(models, x), runs=runs, warmup=warmup)
+    return {name: dict(latency_stats(ts, batch), batch=batch) for name, ts in times.items()}
+
+
+def time_interleaved(models: Mapping[str, Callable], inputs: Mapping[str, Any], runs: int = 30,
+                     warmup: int = 5, timer: Callable[[], float] = time.perf_counter,
+                     sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call of each model, timed in turns so machine drift falls on all alike.
+
+    Every model is called ``warmup + runs`` times.  The order rotates each round
+    so no model always runs first (right after a pause) or after the same
+    neighbour.  ``sync`` (e.g. ``torch.cuda.synchronize``) brackets each call.
+    """
     import torch
 
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    x = torch.randn(batch, 3, input_size, input_size)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for m in models.values():
-        m.eval()
+    names = list(models)
+    times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
         for _ in range(warmup):
-            for m in models.values():
-                m(x)
-        for _ in range(runs):
-            for name, m in models.items():
-                t0 = time.perf_counter()
-                m(x)
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for name, ts in times.items():
-        ts = sorted(ts)
-        q = lambda p: ts[min(len(ts) - 1, int(round(p * (len(ts) - 1))))]  # noqa: E731
-        out[name] = dict(median_ms=q(0.5), p10_ms=q(0.1), p90_ms=q(0.9),
-                         images_per_s=batch / (q(0.5) / 1e3), runs=len(ts), batch=batch)
-    return out
+            for n in names:
+                models[n](inputs[n])
+        for r in range(runs):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:
+                if sync:
+                    sync()
+                t0 = timer()
+                models[n](inputs[n])
+                if sync:
+                    sync()
+                times[n].append((timer() - t0) * 1e3)
+    return times
+
+
+def latency_stats(times_ms: Sequence[float], batch: int) -> dict[str, float]:
+    """Median, p10, p90 (nearest rank), mean, and images/s at the median."""
+    if not times_ms:
+        raise ValueError("no timings to summarise")
+    ts = sorted(times_ms)
+    q = lambda p: ts[min(len(ts) - 1, int(round(p * (len(ts) - 1))))]  # noqa: E731
+    return dict(median_ms=q(0.5), p10_ms=q(0.1), p90_ms=q(0.9), mean_ms=sum(ts) / len(ts),
+                images_per_s=batch / (q(0.5) / 1e3), runs=len(ts))

@@ -4,11 +4,9 @@ Peers are created untrained through timm or torchvision at their native
 resolution; their ImageNet top-1 is the figure their papers publish (never
 measured here), and ours is the zoo's ``top1`` (the ReXNet paper / the authors).
 
-Why not :func:`rexnet.complexity.interleaved_latency`: it takes one input size
-for all models and times CPU only, while peers run at their own resolutions,
-CUDA needs a synchronise around each call, and the tests need an injectable
-timer.  :func:`latency_stats` keeps its nearest-rank percentiles, so numbers
-from both agree.
+Timing is :func:`rexnet.complexity.time_interleaved` (inputs per model, so peers
+run at their own resolutions; a synchronise around each call on CUDA; an
+injectable timer for the tests) and :func:`rexnet.complexity.latency_stats`.
 """
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 # oneDNN keeps 1,024 compiled convolution primitives by default.  ReXNet's linear
 # widths give almost every conv its own shape, so timing many models in turns evicts
@@ -31,6 +29,8 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
+
+from ..complexity import latency_stats, time_interleaved  # noqa: E402  (re-exported)
 
 __all__ = ["Peer", "PEERS", "DEVICES", "DTYPES", "Entry", "check_device", "parse_dtype", "parse_compare",
            "get_peer", "build_entries", "time_interleaved", "latency_stats", "run_bench", "write_results",
@@ -216,46 +216,6 @@ def build_entries(models: Sequence[str], compare: Sequence[str] = (), *, device:
 
 
 # -- timing ---------------------------------------------------------------------
-def time_interleaved(models: Mapping[str, Callable], inputs: Mapping[str, torch.Tensor], runs: int = 30,
-                     warmup: int = 5, timer: Callable[[], float] = time.perf_counter,
-                     sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Milliseconds per call of each model, timed in turns so machine drift falls on all alike.
-
-    Every model is called ``warmup + runs`` times.  The order rotates each round
-    so no model always runs first (right after a pause) or after the same
-    neighbour.  ``sync`` (e.g. ``torch.cuda.synchronize``) brackets each call.
-    """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                models[n](inputs[n])
-        for r in range(runs):
-            k = r % len(names)
-            for n in names[k:] + names[:k]:
-                if sync:
-                    sync()
-                t0 = timer()
-                models[n](inputs[n])
-                if sync:
-                    sync()
-                times[n].append((timer() - t0) * 1e3)
-    return times
-
-
-def latency_stats(times_ms: Sequence[float], batch: int) -> dict[str, float]:
-    """Median, p10, p90 (nearest rank, as ``interleaved_latency``), mean, and images/s at the median."""
-    if not times_ms:
-        raise ValueError("no timings to summarise")
-    ts = sorted(times_ms)
-    q = lambda p: ts[min(len(ts) - 1, int(round(p * (len(ts) - 1))))]  # noqa: E731
-    return dict(median_ms=q(0.5), p10_ms=q(0.1), p90_ms=q(0.9), mean_ms=sum(ts) / len(ts),
-                images_per_s=batch / (q(0.5) / 1e3), runs=len(ts))
-
-
 def run_bench(entries: Sequence[Entry], batches: Sequence[int] = (1, 32), *, device: str | torch.device = "cpu",
               dtype: torch.dtype = torch.float32, channels_last: bool = False, runs: int = 30, warmup: int = 5,
               timer: Callable[[], float] = time.perf_counter,
