@@ -13,7 +13,7 @@ from torch import nn
 
 from .measures import effective_rank, nuclear_ratio, singular_values, stable_rank
 
-__all__ = ["layer_features", "analyze_model", "write_analysis", "plot_analysis"]
+__all__ = ["layer_features", "final_spectrum", "analyze_model", "write_analysis", "plot_analysis"]
 
 
 @torch.no_grad()
@@ -50,6 +50,12 @@ def layer_features(model: nn.Module, images: torch.Tensor, max_columns: int = 40
             h.remove()
         model.train(was_training)
     return {n: torch.cat(c, dim=1)[:, :max_columns] for n, c in cols.items()}
+
+
+def final_spectrum(model: nn.Module, images: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """Singular values (centred) of the last block's output features, and its width."""
+    feats = layer_features(model, images, max_columns=4096, seed=seed)[f"features.{len(model.spec.blocks) - 1}"]
+    return singular_values(feats, center=True), int(feats.shape[0])
 
 
 def analyze_model(model: nn.Module, images: torch.Tensor, max_columns: int = 4096, center: bool = False,

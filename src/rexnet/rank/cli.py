@@ -220,13 +220,11 @@ def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan
 def cmd_rank_analyze(args: argparse.Namespace) -> int:
     import torch
 
-    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
+    from ..train.data import eval_images
     from .analyze import analyze_model, write_analysis
 
     size = args.input_size
-    ds = balanced_subset(build_dataset(args.data, "val", None, args.data_root, False, args.skip_bad_images), args.images)
-    ds = IndexedDataset(ds, build_transforms("cifar" if size <= 32 else "imagenet", size, False))
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    images = eval_images(args.data, args.images, size, args.data_root, skip_bad=args.skip_bad_images)
     specs = [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]
     results = {}
     for name, weights in specs:
@@ -249,9 +247,9 @@ def cmd_rank_analyze(args: argparse.Namespace) -> int:
 def cmd_rank_verify(args: argparse.Namespace) -> int:
     from .verify import run_verification
 
-    rows = run_verification(args.data, args.out, epochs=args.epochs, train_subset=args.train_subset or None,
-                            val_subset=args.val_subset or None, out_chs=args.out_chs, seed=args.seed,
-                            progress=not args.no_progress)
+    run_verification(args.data, args.out, epochs=args.epochs, train_subset=args.train_subset or None,
+                     val_subset=args.val_subset or None, out_chs=args.out_chs, seed=args.seed,
+                     progress=not args.no_progress)
     print((Path(args.out) / "table2.md").read_text())
     return 0
 

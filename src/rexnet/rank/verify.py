@@ -15,8 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
 __all__ = ["VARIANTS", "verification_spec", "run_verification"]
@@ -58,18 +56,17 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
     effective rank and the numerical rank at 1e-2 (relative) of the last block's
     output on ``rank_images`` test images, centred.
     """
-    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
+    from ..train.data import eval_images
     from ..train.engine import train
     from ..train.recipe import load_recipe
-    from .analyze import layer_features
-    from .measures import effective_rank, numerical_rank, singular_values
+    from .analyze import final_spectrum
+    from .measures import effective_rank, numerical_rank
     from ..models.build import Net
     from ..train.checkpoint import load_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    images_ds = IndexedDataset(balanced_subset(build_dataset(data, "val"), rank_images), build_transforms("cifar", 32, False))
-    images = torch.stack([images_ds[i][0] for i in range(len(images_ds))])
+    images = eval_images(data, rank_images, 32)
     rows = []
     for name in VARIANTS:
         spec = verification_spec(name, out_chs)
@@ -80,13 +77,12 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
         summary = train(cfg, out / name, resume=True)
         model = Net(spec)
         model.load_state_dict(load_checkpoint(out / name / "last.pt")["model"])
-        feats = layer_features(model, images, max_columns=4096, seed=seed)[f"features.{len(spec.blocks) - 1}"]
-        sigma = singular_values(feats, center=True)
+        sigma, channels = final_spectrum(model, images, seed)
         rows.append(dict(model=name, widths="/".join(map(str, spec.meta["widths"])),
                          expansion=spec.meta["expansion"], ib_ratio=spec.meta["ib_ratio"], act=spec.meta["act"],
                          params=sum(p.numel() for p in model.parameters()),
                          effective_rank=round(effective_rank(sigma), 2),
-                         rank_1e2=numerical_rank(sigma, 1e-2), channels=feats.shape[0],
+                         rank_1e2=numerical_rank(sigma, 1e-2), channels=channels,
                          val_top1=summary["final"]["val_top1"], best_val_top1=summary["best_val_top1"]))
     _write(rows, out)
     return rows

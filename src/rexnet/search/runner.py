@@ -143,22 +143,15 @@ def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, A
 def _final_rank(model, tdir: Path, cfg, n_images: int, seed: int) -> dict[str, float]:
     """Nuclear norm (normalised by the largest singular value and the width) and
     effective rank of the last block's output on ``n_images`` validation images."""
-    import torch
-
-    from ..rank.analyze import layer_features
-    from ..rank.measures import effective_rank, singular_values
+    from ..rank.analyze import final_spectrum
+    from ..rank.measures import effective_rank, nuclear_ratio
     from ..train.checkpoint import load_checkpoint
-    from ..train.data import IndexedDataset, balanced_subset, build_dataset, build_transforms
+    from ..train.data import eval_images
 
     model.load_state_dict(load_checkpoint(tdir / "best.pt")["model"])
-    ds = IndexedDataset(balanced_subset(build_dataset(cfg.data, "val", root=cfg.data_root), n_images),
-                        build_transforms("cifar", 32, False))
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
-    feats = layer_features(model, images, max_columns=4096, seed=seed)[f"features.{len(model.spec.blocks) - 1}"]
-    sigma = singular_values(feats, center=True)
-    nuclear = float(sigma.sum() / sigma.max()) / feats.shape[0] if float(sigma.max()) > 0 else 0.0
-    return dict(nuclear_norm=round(nuclear, 5), effective_rank=round(effective_rank(sigma), 3),
-                feature_channels=int(feats.shape[0]))
+    sigma, width = final_spectrum(model, eval_images(cfg.data, n_images, 32, cfg.data_root, cfg.download), seed)
+    return dict(nuclear_norm=round(nuclear_ratio(sigma) / width, 5), effective_rank=round(effective_rank(sigma), 3),
+                feature_channels=width)
 
 
 def _exit_with_parent() -> None:

@@ -409,6 +409,16 @@ class SeededTransform:
             torch.random.set_rng_state(ts)
 
 
+def eval_images(data: str, n: int, input_size: int = 32, root: str | None = None, download: bool = False,
+                skip_bad: bool = False) -> torch.Tensor:
+    """The first ``n`` class-balanced validation images of ``data`` as one ``(n, 3, H, W)``
+    tensor with the evaluation transform (CIFAR's at <= 32 px, else ImageNet's): the
+    real images the rank analyses run on."""
+    ds = balanced_subset(build_dataset(data, "val", None, root, download, skip_bad), n)
+    ds = IndexedDataset(ds, build_transforms("cifar" if input_size <= 32 else "imagenet", input_size, False))
+    return torch.stack([ds[i][0] for i in range(len(ds))])
+
+
 class IndexedDataset(Dataset):
     """Wraps a dataset whose items are ``(image, label)`` so a :class:`SeededTransform`
     sees each item's index; can cache decoded images in memory."""
