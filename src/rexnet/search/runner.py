@@ -11,6 +11,7 @@ from its own last checkpoint).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -18,7 +19,6 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +30,7 @@ __all__ = ["SearchSettings", "prepare", "run_search", "run_trial", "status"]
 DB_NAME = "search.db"
 
 
-@dataclass
+@dataclasses.dataclass
 class SearchSettings:
     """What a search run may change on top of its preset."""
     preset: str = "smoke"
@@ -57,7 +57,6 @@ class SearchSettings:
     progress: bool = True
 
     def resolved(self) -> Preset:
-        import dataclasses
         p = get_preset(self.preset)
         changes = {k: getattr(self, k) for k in ("data", "trials", "epochs", "repeats", "train_subset",
                                                  "val_subset", "batch_size", "early_stop_patience", "seed")
@@ -186,7 +185,7 @@ def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], N
     c = store.counts()
     log(f"search {p.space.name}: {c['done']}/{sum(c.values())} trials done, {c['failed']} failed; "
         f"store {store.path}")
-    pd, sd = p.to_dict(), _settings_dict(s)
+    pd, sd = p.to_dict(), dataclasses.asdict(s)
     store.set_meta("run", dict(workers=s.workers, ray=bool(s.ray or s.ray_address), started=time.time()))
     try:
         if s.ray or s.ray_address:
@@ -196,11 +195,6 @@ def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], N
         return store.counts()
     finally:
         store.close()
-
-
-def _settings_dict(s: SearchSettings) -> dict[str, Any]:
-    import dataclasses
-    return dataclasses.asdict(s)
 
 
 class _Progress:
