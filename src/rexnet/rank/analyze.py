@@ -2,7 +2,6 @@
 every layer on real images, their normalised singular values, nuclear norm and effective rank."""
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io import pyplot, save_figure, write_csv
 from .measures import effective_rank, nuclear_ratio, singular_values, stable_rank
 
 __all__ = ["layer_features", "final_spectrum", "analyze_model", "write_analysis", "plot_analysis"]
@@ -80,30 +80,17 @@ def write_analysis(results: dict[str, list[dict[str, Any]]], out: str | os.PathL
     """``rank_analysis.csv`` (one row per model x layer) and ``rank_analysis.png``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "rank_analysis.csv"
-    tmp = path.with_name(path.name + ".tmp")
     keys = ["model", "layer", "module", "channels", "columns", "effective_rank", "effective_ratio",
             "stable_rank", "nuclear_norm", "nuclear_per_channel"]
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for model, rows in results.items():
-            for r in rows:
-                w.writerow({k: (model if k == "model" else r[k]) for k in keys})
-    os.replace(tmp, path)
+    path = write_csv([{"model": model, **r} for model, rows in results.items() for r in rows],
+                     out / "rank_analysis.csv", columns=keys)
     return {"csv": path, "png": plot_analysis(results, out / "rank_analysis.png")}
 
 
 def plot_analysis(results: dict[str, list[dict[str, Any]]], path: str | os.PathLike) -> Path:
     """Left: effective-rank ratio per layer (relative depth). Right: cumulative
     distribution of the last layer's normalised singular values (Fig. 5 right)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report import save_figure
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    fig, (a, b) = pyplot().subplots(1, 2, figsize=(11, 4.2), dpi=110)
     for model, rows in results.items():
         n = len(rows)
         a.plot([r["layer"] / max(n - 1, 1) for r in rows], [r["effective_ratio"] for r in rows],

@@ -22,8 +22,6 @@ alike.  Heuristics, stated so their limits are clear:
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..io import write_csv, write_json
 
 __all__ = ["COMPLEX_ACTS", "SIMPLE_ACTS", "GATE_ACTS", "MAX_EXPANSION", "LayerAudit", "BlockAudit",
            "AuditResult", "load_model", "audit_model", "audit", "format_audit", "write_audit"]
@@ -297,20 +297,9 @@ def format_audit(res: AuditResult) -> str:
 def write_audit(res: AuditResult, csv_path: str | os.PathLike | None = None,
                 json_path: str | os.PathLike | None = None) -> list[Path]:
     """Layers as CSV; layers, blocks and summary as JSON (both written atomically)."""
-    from ..report import write_json
-
     written = []
     if csv_path:
-        path = Path(csv_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(asdict(res.layers[0])), lineterminator="\n")
-        w.writeheader()
-        w.writerows(asdict(r) for r in res.layers)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(buf.getvalue())
-        os.replace(tmp, path)
-        written.append(path)
+        written.append(write_csv([asdict(r) for r in res.layers], csv_path))
     if json_path:
         written.append(write_json(dict(model=res.model, source=res.source, input_size=res.input_size,
                                        summary=res.summary(), blocks=[asdict(b) for b in res.blocks],

@@ -9,12 +9,11 @@ recorded in every spec (``widths`` below).
 """
 from __future__ import annotations
 
-import csv
-import json
 import os
 from pathlib import Path
 from typing import Any
 
+from ..io import markdown_table, write_csv, write_json, write_text
 from ..spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
 __all__ = ["VARIANTS", "verification_spec", "run_verification"]
@@ -89,13 +88,6 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
 
 
 def _write(rows: list[dict[str, Any]], out: Path) -> None:
-    tmp = out / "table2.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, out / "table2.csv")
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
-    lines += ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]
-    (out / "table2.md").write_text("\n".join(lines) + "\n")
-    (out / "table2.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_csv(rows, out / "table2.csv")
+    write_text(out / "table2.md", markdown_table(list(rows[0]), [list(r.values()) for r in rows]) + "\n")
+    write_json(rows, out / "table2.json")
