@@ -72,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
                         "OUT/centered/ and compare in report.md (0: skip; not part of the timed study)")
     args = p.parse_args(argv)
 
-    from rexnet.rank.cli import command_for
-    from rexnet.rank.report import write_outputs
-    from rexnet.rank.study import StudyConfig, run_study
+    from rexnet.io import write_json
+    from rexnet.rank.networks import StudyConfig
+    from rexnet.rank.render import write_outputs
+    from rexnet.rank.study import command_for, run_study
 
     cfg = StudyConfig() if args.networks is None else StudyConfig(networks=args.networks)
     out = Path(args.out)
@@ -124,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         centered=dict(networks_per_block=args.centered_networks, wall_s=round(t_centered, 1))
         if compare else None,
         spectrum=speed)
-    from rexnet.report import write_json
     write_json(bench, out / "benchmark.json")
     write_outputs(out, command=command, compare=compare)  # once more: report.md quotes the benchmark
     print(json.dumps(bench, indent=2))

@@ -17,12 +17,16 @@ import pytest
 import torch
 
 from rexnet.rank import measures as M
+from rexnet.rank import networks as N
+from rexnet.rank import results as R
 from rexnet.rank import study as S
 from rexnet.rank.audit import audit, audit_model
-from rexnet.rank.cli import add_rank_commands, command_for
-from rexnet.rank.report import load_results, observations, write_outputs
+from rexnet.rank.cli import add_rank_commands
+from rexnet.rank.render import write_outputs
+from rexnet.rank.results import load_results, observations
+from rexnet.rank.study import command_for
 
-NONLINEAR = [a for a in S.ACTIVATIONS if a != "identity"]
+NONLINEAR = [a for a in N.ACTIVATIONS if a != "identity"]
 SMOOTH = ("elu", "softplus", "hard_swish", "silu")
 
 
@@ -39,7 +43,7 @@ def f32_rank(out: torch.Tensor) -> int:
 
 
 def rows_by(rows, **match):
-    return [r for r in rows if all(r[S.COLUMNS.index(k)] == v for k, v in match.items())]
+    return [r for r in rows if all(r[N.COLUMNS.index(k)] == v for k, v in match.items())]
 
 
 # -- measures ------------------------------------------------------------------------
@@ -104,19 +108,19 @@ def test_config_errors_are_clear():
              (dict(spatial=2), "too small"), (dict(networks=0), "positive integer")]
     for kw, msg in cases:
         with pytest.raises(ValueError, match=msg):
-            S.StudyConfig(**kw)
-    assert S.StudyConfig().n == 1024 >= 4 * 256
+            N.StudyConfig(**kw)
+    assert N.StudyConfig().n == 1024 >= 4 * 256
 
 
 # -- the invariants -------------------------------------------------------------------
-SMALL = S.StudyConfig(networks=20, d_out_min=32, d_out_max=64, ratios=(0.1, 0.2, 0.4, 0.7, 1.0))
+SMALL = N.StudyConfig(networks=20, d_out_min=32, d_out_max=64, ratios=(0.1, 0.2, 0.4, 0.7, 1.0))
 
 
 @pytest.fixture(scope="module")
 def small_rows():
     with S._single_thread():  # as the study runs each network
-        return {b: [r for i in range(SMALL.networks) for r in S.compute_network(SMALL, b, i)]
-                for b in S.BLOCK_TYPES}
+        return {b: [r for i in range(SMALL.networks) for r in N.compute_network(SMALL, b, i)]
+                for b in N.BLOCK_TYPES}
 
 
 def test_identity_baselines_equal_their_linear_algebra_rank(small_rows):
@@ -143,14 +147,14 @@ def test_ib_rank_is_capped_at_7_d_in_whatever_the_nonlinearity(small_rows):
 
 def test_ib_cap_is_the_true_rank_of_the_output():
     """matrix_rank on the block output itself (not our measure code), for the cap under other rules."""
-    cfg = S.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.0625,))  # d_in = 4
-    dims = S.network_dims(cfg, 0)
+    cfg = N.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.0625,))  # d_in = 4
+    dims = N.network_dims(cfg, 0)
     for block in ("ib3x3", "ibdw"):
         for kw, cap in [({}, 28), ({"shortcut": "none"}, 24), ({"shortcut": "full"}, 24),
                         ({"expansion": 3.0}, 16), ({"bn": "eval"}, 28), ({"input": "blur"}, 28)]:
-            c = S.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.0625,), **kw)
-            for act, out in S.block_outputs(c, block, dims, acts=("identity", "relu", "silu")):
-                assert f32_rank(out) == cap == S.rank_cap(block, act, 4, c.mid(4), 64, c.shortcut), (block, kw, act)
+            c = N.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.0625,), **kw)
+            for act, out in N.block_outputs(c, block, dims, acts=("identity", "relu", "silu")):
+                assert f32_rank(out) == cap == N.rank_cap(block, act, 4, c.mid(4), 64, c.shortcut), (block, kw, act)
 
 
 def test_relu6_equals_relu_under_train_mode_bn(small_rows):
@@ -166,8 +170,8 @@ def test_relu6_equals_relu_under_train_mode_bn(small_rows):
                 assert float(a[11]) == pytest.approx(float(b[11]), rel=1e-3)
         same = sum(a[11:] == b[11:] for a, b in zip(relu, relu6))
         assert same >= 0.9 * len(relu), block
-    cfg = S.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.5,), bn="eval")
-    outs = dict(S.block_outputs(cfg, "conv1x1", S.network_dims(cfg, 0), acts=("relu", "relu6")))
+    cfg = N.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.5,), bn="eval")
+    outs = dict(N.block_outputs(cfg, "conv1x1", N.network_dims(cfg, 0), acts=("relu", "relu6")))
     assert torch.equal(outs["relu"].clamp(max=6), outs["relu6"])  # eval mode: the same rule, no standardising
 
 
@@ -183,36 +187,36 @@ def test_nonlinear_single_convs_are_full_rank(small_rows):
 
 def test_smooth_activations_of_a_tiny_input_fall_short_of_full_rank():
     """Hard Swish is quadratic on [-3, 3]: f(w.x) of a 3-dim x spans about 1 + 3 + 6 directions, not d_out."""
-    cfg = S.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.05,))  # d_in = 3
-    ranks = {a: f32_rank(out) for a, out in S.block_outputs(cfg, "conv1x1", S.network_dims(cfg, 0))}
+    cfg = N.StudyConfig(networks=1, d_out_min=64, d_out_max=64, ratios=(0.05,))  # d_in = 3
+    ranks = {a: f32_rank(out) for a, out in N.block_outputs(cfg, "conv1x1", N.network_dims(cfg, 0))}
     assert ranks["identity"] == 3
     assert ranks["relu"] == ranks["leaky_relu"] == 64
     assert 10 <= ranks["hard_swish"] < 64
 
 
 def test_blurred_input_is_spatially_correlated_with_unit_variance():
-    cfg = S.StudyConfig(networks=1, d_out_min=200, d_out_max=200, ratios=(1.0,), input="blur", blur_sigma=1.0)
-    x = S.make_input(cfg, S.network_dims(cfg, 0))
+    cfg = N.StudyConfig(networks=1, d_out_min=200, d_out_max=200, ratios=(1.0,), input="blur", blur_sigma=1.0)
+    x = N.make_input(cfg, N.network_dims(cfg, 0))
     assert x.shape == (cfg.batch, 200, 8, 8)
     assert float(x.var()) == pytest.approx(1.0, abs=0.05)
     corr = float((x[..., 1:] * x[..., :-1]).mean() / x.var())
     assert corr == pytest.approx(math.exp(-1 / 4), abs=0.04)  # Gaussian blur of white noise: exp(-d^2 / 4 sigma^2)
-    white = S.make_input(S.StudyConfig(networks=1, d_out_min=200, d_out_max=200, ratios=(1.0,)), S.network_dims(cfg, 0))
+    white = N.make_input(N.StudyConfig(networks=1, d_out_min=200, d_out_max=200, ratios=(1.0,)), N.network_dims(cfg, 0))
     assert abs(float((white[..., 1:] * white[..., :-1]).mean())) < 0.02
 
 
 # -- determinism, resume, outputs ---------------------------------------------------------
 def test_networks_are_deterministic_by_seed_and_paired():
-    cfg = S.StudyConfig(networks=4, d_out_min=32, d_out_max=48)
-    assert S.compute_network(cfg, "ibdw", 3) == S.compute_network(cfg, "ibdw", 3)
-    other = S.StudyConfig(networks=4, d_out_min=32, d_out_max=48, seed=1)
-    assert S.compute_network(cfg, "ibdw", 3) != S.compute_network(other, "ibdw", 3)
+    cfg = N.StudyConfig(networks=4, d_out_min=32, d_out_max=48)
+    assert N.compute_network(cfg, "ibdw", 3) == N.compute_network(cfg, "ibdw", 3)
+    other = N.StudyConfig(networks=4, d_out_min=32, d_out_max=48, seed=1)
+    assert N.compute_network(cfg, "ibdw", 3) != N.compute_network(other, "ibdw", 3)
     # the same dims and input for every block type; the ratio grid is balanced
-    d = [S.network_dims(cfg, i) for i in range(20)]
+    d = [N.network_dims(cfg, i) for i in range(20)]
     assert [x.ratio for x in d[:10]] == list(cfg.ratios)
-    a = S.make_input(cfg, d[5])
-    assert torch.equal(a, S.make_input(cfg, d[5]))
-    rows = {b: S.compute_network(cfg, b, 2) for b in ("conv1x1", "ib3x3")}
+    a = N.make_input(cfg, d[5])
+    assert torch.equal(a, N.make_input(cfg, d[5]))
+    rows = {b: N.compute_network(cfg, b, 2) for b in ("conv1x1", "ib3x3")}
     assert {tuple(r[4:9]) for r in rows["conv1x1"]} == {(r[4], "0", *r[6:9]) for r in rows["ib3x3"]}
 
 
@@ -220,7 +224,7 @@ TINY = dict(networks=6, d_out_min=16, d_out_max=32, blocks=("conv1x1", "conv3x3"
 
 
 def test_resume_after_interruption_recomputes_nothing_finished(tmp_path, monkeypatch):
-    cfg = S.StudyConfig(**TINY)
+    cfg = N.StudyConfig(**TINY)
     ref = S.run_study(cfg, tmp_path / "ref", workers=1, progress=False)
     assert ref.complete and ref.computed == 18
 
@@ -228,20 +232,20 @@ def test_resume_after_interruption_recomputes_nothing_finished(tmp_path, monkeyp
     first = S.run_study(cfg, out, workers=1, progress=False, stop_after=7)
     assert (first.computed, first.complete) == (7, False)
     partial = out / S.PARTIAL_NAME
-    assert not (out / S.CSV_NAME).exists() and partial.is_file()
-    finished = {(r[0], int(r[1])) for r in S._read_raw(partial)[0]}
+    assert not (out / R.CSV_NAME).exists() and partial.is_file()
+    finished = {(r[0], int(r[1])) for r in R.read_raw(partial)[0]}
     assert len(finished) == 7
     torn = next((b, i) for b in cfg.blocks for i in range(cfg.networks) if (b, i) not in finished)
     with open(partial, "a") as fh:  # a torn write: part of a network's rows, then a cut line
-        fh.write("\n".join(",".join(r) for r in S.compute_network(cfg, *torn)[:9]) + f"\n{torn[0]},{torn[1]},12")
+        fh.write("\n".join(",".join(r) for r in N.compute_network(cfg, *torn)[:9]) + f"\n{torn[0]},{torn[1]},12")
 
     calls = []
-    real = S.compute_network
+    real = N.compute_network
     monkeypatch.setattr(S, "compute_network", lambda c, b, i: calls.append((b, i)) or real(c, b, i))
     second = S.run_study(cfg, out, workers=1, progress=False)
     assert second.complete and (second.computed, second.reused) == (11, 7)
     assert not set(calls) & finished and len(calls) == 11
-    assert (out / S.CSV_NAME).read_bytes() == (tmp_path / "ref" / S.CSV_NAME).read_bytes()
+    assert (out / R.CSV_NAME).read_bytes() == (tmp_path / "ref" / R.CSV_NAME).read_bytes()
     assert not partial.exists()
     meta = json.loads((out / "study.json").read_text())
     assert meta["status"] == "complete" and meta["run"]["torn_lines"] == 1 and meta["run"]["dropped_rows"] == 9
@@ -249,24 +253,24 @@ def test_resume_after_interruption_recomputes_nothing_finished(tmp_path, monkeyp
     calls.clear()
     assert S.run_study(cfg, out, workers=1, progress=False).computed == 0 and not calls
     with pytest.raises(ValueError, match="other settings"):
-        S.run_study(S.StudyConfig(**{**TINY, "seed": 3}), out, workers=1, progress=False)
-    bigger = S.run_study(S.StudyConfig(**{**TINY, "networks": 8}), out, workers=1, progress=False)
+        S.run_study(N.StudyConfig(**{**TINY, "seed": 3}), out, workers=1, progress=False)
+    bigger = S.run_study(N.StudyConfig(**{**TINY, "networks": 8}), out, workers=1, progress=False)
     assert (bigger.computed, bigger.reused) == (6, 18)
 
 
 def test_parallel_workers_give_the_same_csv_and_gzip_reads_back(tmp_path):
-    cfg = S.StudyConfig(**TINY)
+    cfg = N.StudyConfig(**TINY)
     serial = S.run_study(cfg, tmp_path / "a", workers=1, progress=False)
     par = S.run_study(cfg, tmp_path / "b", workers=2, progress=False, compress="yes")
-    assert par.csv_path.name == S.GZ_NAME and not (tmp_path / "b" / S.CSV_NAME).exists()
+    assert par.csv_path.name == R.GZ_NAME and not (tmp_path / "b" / R.CSV_NAME).exists()
     assert gzip.decompress(par.csv_path.read_bytes()) == serial.csv_path.read_bytes()
-    assert S.read_rows(par.csv_path) == S.read_rows(serial.csv_path)
+    assert R.read_rows(par.csv_path) == R.read_rows(serial.csv_path)
 
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
-    cfg = S.StudyConfig(networks=20, d_out_min=24, d_out_max=48)
+    cfg = N.StudyConfig(networks=20, d_out_min=24, d_out_max=48)
     S.run_study(cfg, out, workers=1, progress=False)
     paths = write_outputs(out, command=command_for(cfg, out))
     return cfg, out, paths
@@ -274,7 +278,7 @@ def finished_study(tmp_path_factory):
 
 def test_outputs_have_the_columns_figures_and_choices(finished_study):
     cfg, out, paths = finished_study
-    rows = S.read_rows(out / S.CSV_NAME)
+    rows = R.read_rows(out / R.CSV_NAME)
     assert len(rows) == 4 * 20 * 8 * 7
     assert set("block act d_in d_out ratio n seed measure tol rank rank_ratio".split()) <= set(rows[0])
     r = rows[0]
@@ -320,12 +324,15 @@ def test_cli_runs_the_study_and_reports_user_errors(tmp_path, capsys):
     bad = parser.parse_args(["rank-study", "--out", str(tmp_path / "x"), "--ratios", "0.2,2"])
     with pytest.raises(ValueError, match="must lie in"):
         bad.func(bad)
+    bad = parser.parse_args(["rank-study", "--out", str(tmp_path / "x"), "--ratios", "0.2,half"])
+    with pytest.raises(ValueError, match="--ratios"):
+        bad.func(bad)
     bad = parser.parse_args(["rank-study", "--out", str(tmp_path / "x"), "--blocks", "conv7x7"])
     with pytest.raises(ValueError, match="unknown block type 'conv7x7'"):
         bad.func(bad)
     quick = parser.parse_args(["rank-study", "--quick"])
     from rexnet.rank.cli import config_from_args
-    assert config_from_args(quick).networks == S.QUICK_NETWORKS
+    assert config_from_args(quick).networks == N.QUICK_NETWORKS
 
 
 # -- rank-audit ------------------------------------------------------------------------------

@@ -107,12 +107,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        title="Stage-wise (MobileNetV2) vs linear channel widths")
     print(f"\nwrote {out / 'models.json'} and {plot}")
     if not args.no_rank_study:
-        from .rank.cli import build_rank_study_args, cmd_rank_study
+        from .rank.cli import print_study
+        from .rank.networks import QUICK_NETWORKS, StudyConfig
+        from .rank.study import run_and_report
 
         print("\n== Section 3: rank study (--quick) ==")
-        rc = cmd_rank_study(build_rank_study_args(["--quick", "--out", str(out / "rank_study")]))
-        if rc:
-            return rc
+        print_study(run_and_report(StudyConfig(networks=QUICK_NETWORKS), out / "rank_study"))
     if not args.no_search:
         from .search.analyze import analyze
         from .search.runner import SearchSettings, run_search
@@ -132,7 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
     import logging
 
-    from .train.engine import train
+    from .train.loop import train
     from .train.recipe import Recipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -153,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train.engine import evaluate_checkpoint
+    from .train.evaluate import evaluate_checkpoint
     from .report import write_json
 
     summary = evaluate_checkpoint(args.model, args.weights, args.data, input_size=args.input_size,

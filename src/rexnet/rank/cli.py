@@ -1,108 +1,57 @@
-"""``rexnet rank-study`` and ``rexnet rank-audit``: argument parsing over :mod:`rexnet.rank`.
+"""``rexnet rank-study``, ``rank-analyze``, ``rank-verify`` and ``rank-audit``: argument parsing over :mod:`rexnet.rank`.
 
-``add_rank_commands(subparsers)`` adds both subcommands to the main parser;
+``add_rank_commands(subparsers)`` adds the subcommands to the main parser;
 each handler returns an exit code and raises ``ValueError`` for user errors.
 """
 from __future__ import annotations
 
 import argparse
-import math
-import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
-__all__ = ["add_rank_commands", "build_rank_study_args", "cmd_rank_study", "cmd_rank_audit", "config_from_args",
-           "command_for"]
-
-
-def _names(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in _names(text)]
-    except ValueError:
-        raise ValueError(f"--ratios takes comma-separated numbers, e.g. 0.1,0.2,0.5,1.0; got {text!r}") from None
+__all__ = ["add_rank_commands", "cmd_rank_study", "cmd_rank_audit", "config_from_args", "print_study"]
 
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`StudyConfig` an argument namespace asks for (``--quick`` only lowers ``--networks``'s default)."""
-    from .study import QUICK_NETWORKS, StudyConfig
+    from ..flags import dataclass_overrides
+    from .networks import QUICK_NETWORKS, StudyConfig
 
-    kw: dict[str, Any] = {}
-    if args.networks is not None:
-        kw["networks"] = args.networks
-    elif args.quick:
-        kw["networks"] = QUICK_NETWORKS
-    for key in ("blocks", "acts", "measures", "tols"):
-        value = getattr(args, key)
-        if value is not None:
-            kw[key] = tuple(_names(value))
-    if args.ratios is not None:
-        kw["ratios"] = tuple(_floats(args.ratios))
+    kw = dataclass_overrides(args, StudyConfig, skip=("d_out_min", "d_out_max"))
+    if args.quick:
+        kw.setdefault("networks", QUICK_NETWORKS)
     if args.d_out is not None:
         kw["d_out_min"], kw["d_out_max"] = args.d_out
-    for key in ("spatial", "batch", "input", "blur_sigma", "bn", "expansion", "shortcut", "seed"):
-        value = getattr(args, key)
-        if value is not None:
-            kw[key] = value
-    kw["center"] = bool(args.center)
     return StudyConfig(**kw)
 
 
-def command_for(cfg, out: str | Path) -> str:
-    """A ``rexnet rank-study`` command line that reproduces ``cfg`` (flags for non-default choices only)."""
-    from .study import StudyConfig
-
-    default = StudyConfig()
-    parts = ["rexnet", "rank-study", "--out", str(out)]
-    if cfg.networks != default.networks:
-        parts += ["--networks", str(cfg.networks)]
-    for key in ("blocks", "acts", "measures", "tols"):
-        if getattr(cfg, key) != getattr(default, key):
-            parts += [f"--{key}", ",".join(getattr(cfg, key))]
-    if cfg.ratios != default.ratios:
-        parts += ["--ratios", ",".join(f"{r:g}" for r in cfg.ratios)]
-    if (cfg.d_out_min, cfg.d_out_max) != (default.d_out_min, default.d_out_max):
-        parts += ["--d-out", str(cfg.d_out_min), str(cfg.d_out_max)]
-    if cfg.batch != math.ceil(4 * cfg.d_out_max / cfg.spatial ** 2):  # not the default batch
-        parts += ["--batch", str(cfg.batch)]
-    for key in ("spatial", "input", "blur_sigma", "bn", "expansion", "shortcut", "seed"):
-        if getattr(cfg, key) != getattr(default, key):
-            parts += [f"--{key.replace('_', '-')}", f"{getattr(cfg, key):g}" if isinstance(getattr(cfg, key), float)
-                      else str(getattr(cfg, key))]
-    if cfg.center:
-        parts.append("--center")
-    return shlex.join(parts)
+def print_study(rep) -> None:
+    """What ``rexnet rank-study`` prints about a :class:`~rexnet.rank.study.StudyReport`."""
+    run = rep.run
+    print(f"{run.computed} networks computed, {run.reused} reused from {run.out}, {run.seconds:.1f} s")
+    if not run.complete:
+        return
+    paths = rep.paths
+    print(f"wrote {run.csv_path}, {paths['summary_md'].name}, {paths['report'].name} and "
+          f"{sum(k.startswith('fig:') for k in paths)} figures in {run.out}")
+    for m, (i, ii, iii) in rep.verdicts.items():
+        print(f"  {m:10s} (i) {i:14s} (ii) {ii:14s} (iii) {iii}")
 
 
 def cmd_rank_study(args: argparse.Namespace) -> int:
-    from .report import load_results, observations, write_outputs
-    from .study import run_study
+    from .study import run_and_report
 
     cfg = config_from_args(args)
-    out = Path(args.out)
     try:
-        run = run_study(cfg, out, workers=args.workers, progress=not args.no_progress, fresh=args.fresh,
-                        compress=args.compress, stop_after=args.stop_after)
+        rep = run_and_report(cfg, args.out, workers=args.workers, progress=not args.no_progress, fresh=args.fresh,
+                             compress=args.compress, stop_after=args.stop_after, compare=args.compare)
     except KeyboardInterrupt:
-        print(f"rexnet rank-study: interrupted; finished networks are kept in {out} -- rerun the same "
+        print(f"rexnet rank-study: interrupted; finished networks are kept in {args.out} -- rerun the same "
               f"command to continue", file=sys.stderr)
         return 130
-    print(f"{run.computed} networks computed, {run.reused} reused from {out}, {run.seconds:.1f} s")
-    if not run.complete:
+    print_study(rep)
+    if not rep.run.complete:
         print(f"stopped before the end (--stop-after {args.stop_after}); rerun the same command to continue")
-        return 0
-    paths = write_outputs(out, command=command_for(cfg, out), compare=args.compare)
-    obs = observations(load_results(out))
-    print(f"wrote {run.csv_path}, {paths['summary_md'].name}, {paths['report'].name} and "
-          f"{sum(k.startswith('fig:') for k in paths)} figures in {out}")
-    for m, o in obs.items():
-        ii = o["ii"]["verdict"] if o["ii"] else "not tested"
-        iii = o["iii"]["verdict"] if o["iii"] else "not tested"
-        print(f"  {m:10s} (i) {o['i']['verdict']:14s} (ii) {ii:14s} (iii) {iii}")
     return 0
 
 
@@ -119,7 +68,7 @@ def cmd_rank_audit(args: argparse.Namespace) -> int:
 def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     """Add ``rank-study`` and ``rank-audit`` to the ``rexnet`` command's subparsers."""
     from .measures import DEFAULT_TOLS, MEASURE_KINDS
-    from .study import ACTIVATIONS, BLOCK_TYPES, QUICK_NETWORKS
+    from .networks import ACTIVATIONS, BLOCK_TYPES, QUICK_NETWORKS
 
     s = subparsers.add_parser(
         "rank-study", help="the paper's Section 3 rank study (Fig. 1) with every choice explicit; resumable",
@@ -253,9 +202,3 @@ def cmd_rank_verify(args: argparse.Namespace) -> int:
     print((Path(args.out) / "table2.md").read_text())
     return 0
 
-
-def build_rank_study_args(argv: list[str]) -> argparse.Namespace:
-    """The namespace ``rexnet rank-study ARGV`` would get (for callers such as ``rexnet demo``)."""
-    parser = argparse.ArgumentParser(prog="rexnet")
-    add_rank_commands(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["rank-study", *argv])

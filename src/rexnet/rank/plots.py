@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..report import save_figure
-
-if TYPE_CHECKING:
-    from .report import Results
+from ..io import pyplot, save_figure
+from .results import Results, mean_ci
 
 __all__ = ["plot_measure"]
 
@@ -19,18 +16,13 @@ _BLOCK_TITLES = {"conv1x1": "1x1 conv", "conv3x3": "3x3 conv",
                  "ib3x3": "inverted bottleneck, 3x3 conv", "ibdw": "inverted bottleneck, 3x3 depthwise"}
 
 
-def plot_measure(res: "Results", measure: str, path: str | os.PathLike) -> Path:
+def plot_measure(res: Results, measure: str, path: str | os.PathLike) -> Path:
     """One PNG: a panel per block, a line per activation with its 95% CI band, and y = ratio for reference.
 
     The dashed diagonal is the input's own rank ratio (d_in / d_out): a curve
     above it means the block's output has more directions than its input.
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .report import mean_ci
-
+    plt = pyplot()
     blocks = res.blocks
     cols = 2 if len(blocks) > 1 else 1
     rows = (len(blocks) + cols - 1) // cols
