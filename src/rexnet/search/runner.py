@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from ..io import write_json
 from .space import Preset, get_preset
 from .store import Store, worker_id
 
@@ -30,7 +31,7 @@ __all__ = ["SearchSettings", "prepare", "run_search", "run_trial", "status"]
 DB_NAME = "search.db"
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class SearchSettings:
     """What a search run may change on top of its preset."""
     preset: str = "smoke"
@@ -102,6 +103,7 @@ def prepare(out: str | os.PathLike, s: SearchSettings) -> tuple[Store, Preset]:
 def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, Any], threads: int = 0) -> dict[str, Any]:
     """Train one (spec, repeat) with the CIFAR recipe; returns its result record.
     Resumes from ``out/trials/<key>/last.pt`` when a previous attempt left one."""
+    p, s = (dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in (p, s))  # until run_trial takes them
     import torch
 
     from ..models.build import Net
@@ -166,16 +168,14 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _child(trial, out, p, s, threads, result_file):
+def _child(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, threads: int, result_file: Path) -> None:
     """Entry of a local trial process: the result (or the error) goes to a JSON file."""
     _exit_with_parent()
     try:
         res = {"ok": run_trial(trial, out, p, s, threads)}
     except BaseException as e:  # noqa: BLE001 - recorded in the store, never swallowed silently
         res = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
-    tmp = Path(str(result_file) + ".tmp")
-    tmp.write_text(json.dumps(res))
-    os.replace(tmp, result_file)
+    write_json(res, result_file, indent=None)
 
 
 # -- drivers -----------------------------------------------------------------------------
@@ -185,13 +185,12 @@ def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], N
     c = store.counts()
     log(f"search {p.space.name}: {c['done']}/{sum(c.values())} trials done, {c['failed']} failed; "
         f"store {store.path}")
-    pd, sd = p.to_dict(), dataclasses.asdict(s)
     store.set_meta("run", dict(workers=s.workers, ray=bool(s.ray or s.ray_address), started=time.time()))
     try:
         if s.ray or s.ray_address:
-            _run_ray(store, str(out), pd, sd, s, log)
+            _run_ray(store, str(out), p, s, log)
         else:
-            _run_local(store, str(out), pd, sd, s, log)
+            _run_local(store, str(out), p, s, log)
         return store.counts()
     finally:
         store.close()
@@ -230,14 +229,14 @@ def _heartbeats(store: Store, inflight: dict[str, str], stop: threading.Event, e
     return t
 
 
-def _run_local(store: Store, out: str, p: dict, s: dict, settings: SearchSettings, log) -> None:
-    workers = max(1, settings.workers)
+def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
+    workers = max(1, s.workers)
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     inflight: dict[str, str] = {}
     stop = threading.Event()
     _heartbeats(store, inflight, stop)
-    progress = _Progress(store, settings.progress, log)
+    progress = _Progress(store, s.progress, log)
     children: list = []
 
     def slot(i: int) -> None:
@@ -288,32 +287,32 @@ def _run_local(store: Store, out: str, p: dict, s: dict, settings: SearchSetting
         progress.close()
 
 
-def _run_ray(store: Store, out: str, p: dict, s: dict, settings: SearchSettings, log) -> None:
+def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
     try:
         import ray
     except ImportError as e:
         raise RuntimeError("Ray is not installed: pip install 'ray[default]' (or run without --ray)") from e
     started = False
     if not ray.is_initialized():
-        if settings.ray_address:
-            ray.init(address=settings.ray_address, log_to_driver=False)
+        if s.ray_address:
+            ray.init(address=s.ray_address, log_to_driver=False)
         else:   # our own local instance, stopped at the end
-            ray.init(num_cpus=max(1, math.ceil(settings.workers * settings.cpus_per_trial)),
-                     num_gpus=math.ceil(settings.workers * settings.gpus_per_trial) or None,
+            ray.init(num_cpus=max(1, math.ceil(s.workers * s.cpus_per_trial)),
+                     num_gpus=math.ceil(s.workers * s.gpus_per_trial) or None,
                      include_dashboard=False, log_to_driver=False)
         started = True
-    threads = max(1, int(settings.cpus_per_trial))
-    remote = ray.remote(run_trial).options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
+    threads = max(1, int(s.cpus_per_trial))
+    remote = ray.remote(run_trial).options(num_cpus=s.cpus_per_trial, num_gpus=s.gpus_per_trial,
                                            max_retries=0)
     me = worker_id("ray")
     inflight: dict[str, str] = {}
     refs: dict[Any, str] = {}
     stop = threading.Event()
     _heartbeats(store, inflight, stop)
-    progress = _Progress(store, settings.progress, log)
+    progress = _Progress(store, s.progress, log)
     try:
         while True:
-            while len(refs) < max(1, settings.workers):
+            while len(refs) < max(1, s.workers):
                 trial = store.claim(me)
                 if trial is None:
                     break
