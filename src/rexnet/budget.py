@@ -1,4 +1,8 @@
-"""Budget solver: find the schedule parameter that lands a network on a MACs or params target."""
+"""Budget solver: find the schedule parameter that lands a network on a MACs or params target.
+
+:func:`bisect` is the one bisection: :func:`solve_budget` (the zoo's budget-matched
+variants, the search's references) and the search sampler's feasible interval of the
+slope both use it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,7 +11,7 @@ from typing import Callable
 from .complexity import complexity
 from .spec import NetSpec
 
-__all__ = ["BudgetError", "Solution", "solve_budget", "measure"]
+__all__ = ["BudgetError", "Solution", "bisect", "solve_budget", "measure"]
 
 METRICS = ("macs", "params")
 
@@ -36,6 +40,22 @@ def measure(spec: NetSpec, metric: str, input_size: int | None = None) -> int:
     return c.macs if metric == "macs" else c.params
 
 
+def bisect(below: Callable[[float], bool], lo: float, hi: float, iters: int,
+           done: Callable[[float, float], bool] | None = None) -> tuple[float, float]:
+    """Halve ``[lo, hi]`` towards the point where the monotone ``below`` turns False:
+    ``below(mid)`` moves ``lo`` to ``mid``, otherwise ``hi``.  Stops after ``iters``
+    halvings or as soon as ``done(lo, hi)``; returns the final ``(lo, hi)``."""
+    for _ in range(iters):
+        if done is not None and done(lo, hi):
+            break
+        mid = (lo + hi) / 2
+        if below(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
 def solve_budget(make_spec: Callable[[float], NetSpec], target: float, lo: float, hi: float,
                  metric: str = "macs", tol: float = 0.01, input_size: int | None = None,
                  iters: int = 60) -> Solution:
@@ -53,12 +73,15 @@ def solve_budget(make_spec: Callable[[float], NetSpec], target: float, lo: float
     if not lo < hi:
         raise ValueError(f"search interval must satisfy lo < hi, got [{lo}, {hi}]")
 
-    def f(x: float) -> tuple[int, NetSpec]:
-        spec = make_spec(x)
-        return measure(spec, metric, input_size), spec
+    seen: dict[float, tuple[int, NetSpec]] = {}
 
-    f_lo, s_lo = f(lo)
-    f_hi, s_hi = f(hi)
+    def f(x: float) -> tuple[int, NetSpec]:
+        if x not in seen:
+            spec = make_spec(x)
+            seen[x] = measure(spec, metric, input_size), spec
+        return seen[x]
+
+    f_lo, f_hi = f(lo)[0], f(hi)[0]
     if f_lo > f_hi:
         raise ValueError(f"{metric} must grow with the parameter; got {f_lo} at {lo} > {f_hi} at {hi}")
     if target < f_lo * (1 - tol):
@@ -67,16 +90,10 @@ def solve_budget(make_spec: Callable[[float], NetSpec], target: float, lo: float
     if target > f_hi * (1 + tol):
         raise BudgetError(f"{metric} target {target:,.0f} is above the largest this family "
                           f"reaches ({f_hi:,} at {hi}); lower the target or raise the bound")
-    a, b, fa, fb, sa, sb = lo, hi, f_lo, f_hi, s_lo, s_hi
-    for _ in range(iters):
-        if fb - fa == 0 or b - a < 1e-9 * max(1.0, abs(b)):
-            break
-        m = (a + b) / 2
-        fm, sm = f(m)
-        if fm < target:
-            a, fa, sa = m, fm, sm
-        else:
-            b, fb, sb = m, fm, sm
+    # stop where the metric no longer changes between the ends or the interval is exhausted
+    a, b = bisect(lambda x: f(x)[0] < target, lo, hi, iters,
+                  done=lambda a, b: f(a)[0] == f(b)[0] or b - a < 1e-9 * max(1.0, abs(b)))
+    (fa, sa), (fb, sb) = f(a), f(b)
     best = min(((a, fa, sa), (b, fb, sb)), key=lambda t: abs(t[1] - target))
     sol = Solution(best[0], best[2], best[1], float(target), metric)
     if abs(sol.rel_error) > tol:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from .. import schedule as sch
-from ..budget import BudgetError, solve_budget
+from ..budget import BudgetError, bisect, solve_budget
 from ..complexity import complexity
 from ..spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
@@ -170,10 +170,10 @@ class SearchSpace:
 
         if over(0.0):
             return None
-        hi = a_cap if not over(a_cap) else _bracket(over, 0.0, a_cap)[0]   # last a not over
+        hi = a_cap if not over(a_cap) else bisect(lambda a: not over(a), 0.0, a_cap, 40)[0]   # last a not over
         if under(hi):
             return None
-        lo = 0.0 if not under(0.0) else _bracket(under, 0.0, hi)[1]         # first a not under
+        lo = 0.0 if not under(0.0) else bisect(under, 0.0, hi, 40)[1]                         # first a not under
         return (lo, hi) if lo <= hi else None
 
     def sample(self, rng: random.Random, max_tries: int = 2000) -> Candidate:
@@ -250,18 +250,6 @@ class SearchSpace:
     def iter_all(self, n: int, seed: int = 0) -> Iterator[Candidate]:
         yield from self.references()
         yield from self.samples(n, seed)
-
-
-def _bracket(pred, lo: float, hi: float, iters: int = 40) -> tuple[float, float]:
-    """Narrow ``[lo, hi]`` (``pred(lo) != pred(hi)``, pred monotone) to the switch point."""
-    at_lo = pred(lo)
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        if pred(mid) == at_lo:
-            lo = mid
-        else:
-            hi = mid
-    return lo, hi
 
 
 # -- presets: the paper's six searches on CIFAR-10 / CIFAR-100, and a CPU smoke search ----
