@@ -20,7 +20,7 @@ import os
 import time
 from pathlib import Path
 
-from rexnet.search.analyze import analyze
+from rexnet.search.report import analyze
 from rexnet.search.runner import SearchSettings, run_search, status
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rexnet.search.analyze import analyze
+from rexnet.search.report import analyze
 from rexnet.search.space import PRESETS
 from rexnet.search.store import Store
 

@@ -114,7 +114,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print("\n== Section 3: rank study (--quick) ==")
         print_study(run_and_report(StudyConfig(networks=QUICK_NETWORKS), out / "rank_study"))
     if not args.no_search:
-        from .search.analyze import analyze
+        from .search.report import analyze
         from .search.runner import SearchSettings, run_search
 
         data = demo_search_data(args.search_data)

@@ -31,7 +31,7 @@ def cmd_search_run(args: argparse.Namespace) -> int:
           + (f"; best {st['best']['kind']} {st['best']['spec_hash']}: {st['best']['mean_val_top1']:.2f}%"
              if st["best"] else ""))
     if args.analyze and counts["done"]:
-        from .analyze import analyze
+        from .report import analyze
         res = analyze([args.out], args.out + "/report")
         print(f"wrote {res.get('report', args.out + '/report/report.md')}")
     return 0 if counts["failed"] == 0 else 1
@@ -57,7 +57,7 @@ def cmd_search_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search_analyze(args: argparse.Namespace) -> int:
-    from .analyze import analyze
+    from .report import analyze
 
     out = args.out or (args.dirs[0].rstrip("/") + "/report")
     res = analyze(args.dirs, out)
