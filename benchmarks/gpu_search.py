@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from rexnet.io import write_json
 from rexnet.search.report import analyze
 from rexnet.search.runner import SearchSettings, run_search, status
 
@@ -75,9 +75,7 @@ def main() -> int:
                 paper_search_gpu_hours=round(102 * 3 * trial_h_paper, 1),
                 paper_six_searches_gpu_hours=round(6 * 102 * 3 * trial_h_paper, 1),
                 total_wall_s=round(time.time() - t_start, 1))
-    tmp = out / "cost.json.tmp"
-    tmp.write_text(json.dumps(cost, indent=2) + "\n")
-    os.replace(tmp, out / "cost.json")
+    write_json(cost, out / "cost.json")
     print(json.dumps(cost, indent=2))
     return 0 if counts["failed"] == 0 else 1
 

@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from rexnet.io import write_json
 from rexnet.search.runner import SearchSettings, run_search
 
 
@@ -45,9 +46,7 @@ def main() -> int:
                                         trials_per_hour=round(counts["done"] / wall * 3600, 1))
         print(json.dumps(res[f"workers{workers}"]))
     res["ratio_2_over_1"] = round(res["workers2"]["trials_per_hour"] / res["workers1"]["trials_per_hour"], 3)
-    tmp = out / "scaling.json.tmp"
-    tmp.write_text(json.dumps(res, indent=2) + "\n")
-    os.replace(tmp, out / "scaling.json")
+    write_json(res, out / "scaling.json")
     print(json.dumps(res, indent=2))
     return 0
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
+
+from ..flags import add_dataclass_flags, dataclass_overrides
+from .runner import SearchSettings
 
 __all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_analyze"]
 
@@ -15,17 +17,23 @@ def _hms(seconds: float | None) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s"
 
 
-def settings_from_args(args: argparse.Namespace):
-    from .runner import SearchSettings
-
-    kw = {f.name: getattr(args, f.name) for f in fields(SearchSettings) if getattr(args, f.name, None) is not None}
-    return SearchSettings(**kw)
+_HELPS = dict(preset="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)",
+              data="cifar10 | cifar100 | image tree | zip (default: the preset's)",
+              trials="sampled models (references come on top)", repeats="seeds per model",
+              train_subset="training images (0 = all)", val_subset="test images (0 = all)",
+              early_stop_patience="epochs without improvement (0 = off)",
+              seed="sampling seed and first training seed",
+              rank_images="images for the final-feature nuclear norm (0 = skip)", workers="trials at once",
+              cpus_per_trial="Ray resources per trial", gpus_per_trial="Ray resources per trial (e.g. 0.25)",
+              device="auto | cpu | cuda", amp="auto | off | bf16 | fp16",
+              ray="run trials as Ray tasks on a local Ray instance started (and stopped) here",
+              ray_address="join a running Ray cluster, e.g. auto or ray://head:10001")
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:
     from .runner import run_search, status
 
-    counts = run_search(args.out, settings_from_args(args))
+    counts = run_search(args.out, SearchSettings(**dataclass_overrides(args, SearchSettings)))
     st = status(args.out)
     print(f"{st['done']}/{st['total']} trials done, {st['failed']} failed"
           + (f"; best {st['best']['kind']} {st['best']['spec_hash']}: {st['best']['mean_val_top1']:.2f}%"
@@ -83,28 +91,10 @@ def add_search_commands(sub) -> None:
     ss = s.add_subparsers(dest="search_command", required=True)
 
     r = ss.add_parser("run", help="sample, train and record a search (rerun the same command to resume)")
-    r.add_argument("--preset", default="smoke", help="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)")
     r.add_argument("--out", required=True, help="search directory (search.db, trials/, report/)")
-    r.add_argument("--data", default=None, help="cifar10 | cifar100 | image tree | zip (default: the preset's)")
-    r.add_argument("--data-root", default=None)
-    r.add_argument("--download", action="store_true", default=None)
-    for name, typ, hlp in (("trials", int, "sampled models (references come on top)"),
-                           ("epochs", int, None), ("repeats", int, "seeds per model"),
-                           ("train-subset", int, "training images (0 = all)"),
-                           ("val-subset", int, "test images (0 = all)"), ("batch-size", int, None),
-                           ("early-stop-patience", int, "epochs without improvement (0 = off)"),
-                           ("seed", int, "sampling seed and first training seed"),
-                           ("rank-images", int, "images for the final-feature nuclear norm (0 = skip)"),
-                           ("workers", int, "trials at once"),
-                           ("cpus-per-trial", float, "Ray resources per trial"),
-                           ("gpus-per-trial", float, "Ray resources per trial (e.g. 0.25)")):
-        r.add_argument("--" + name, type=typ, default=None, help=hlp)
-    r.add_argument("--device", default=None, help="auto | cpu | cuda")
-    r.add_argument("--amp", default=None, help="auto | off | bf16 | fp16")
+    # every SearchSettings field is a flag; these two keep their --no- forms
+    add_dataclass_flags(r, SearchSettings, skip=("channels_last", "progress"), helps=_HELPS)
     r.add_argument("--channels-last", dest="channels_last", action=argparse.BooleanOptionalAction, default=None)
-    r.add_argument("--ray", action="store_true", default=None,
-                   help="run trials as Ray tasks on a local Ray instance started (and stopped) here")
-    r.add_argument("--ray-address", default=None, help="join a running Ray cluster, e.g. auto or ray://head:10001")
     r.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     r.add_argument("--analyze", action="store_true", help="write OUT/report when the search ends")
     r.set_defaults(func=cmd_search_run)
