@@ -22,7 +22,7 @@ import torch
 
 from rexnet.complexity import complexity
 from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
-from rexnet.train.engine import train
+from rexnet.train.loop import train
 from rexnet.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

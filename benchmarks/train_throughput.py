@@ -4,7 +4,7 @@ PyTorch loop over the same model and batch size on tensors already in memory, in
     .venv/bin/python benchmarks/train_throughput.py [--images 3840] [--batch-size 128] [--repeats 2]
 
 Both sides: the same NetSpec, SGD Nesterov, label smoothing, channels_last, 2 threads.
-Ours runs `rexnet.train.engine.train` for one epoch (per-sample seeded augmentation,
+Ours runs `rexnet.train.loop.train` for one epoch (per-sample seeded augmentation,
 pad-crop + flip + normalise, metrics, checkpoint at the epoch end) and reports the
 training images/s it logs (evaluation excluded); the bare loop times forward +
 backward + step only.  Alternating repeats, medians compared.
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from rexnet.models.build import Net
 from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
-from rexnet.train.engine import train
+from rexnet.train.loop import train
 from rexnet.train.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

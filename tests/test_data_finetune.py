@@ -10,7 +10,8 @@ from rexnet.cli import main
 from rexnet.models.weights import _original_key_map
 from rexnet.train.checkpoint import load_checkpoint
 from rexnet.train.data import DataError, ImageTree, build_dataset, check_tree
-from rexnet.train.engine import evaluate_checkpoint, train
+from rexnet.train.evaluate import evaluate_checkpoint
+from rexnet.train.loop import train
 from rexnet.train.recipe import load_recipe
 from train_helpers import HYMENOPTERA, needs_hymenoptera
 

@@ -28,9 +28,10 @@ def test_interface_and_feature_info(name):
         logits = model(x)
         feats = model.forward_features(x)
         pre = model.forward_head(feats, pre_logits=True)
-        maps = model.forward_intermediates(x)
+        final, maps = model.forward_intermediates(x)  # timm's semantics: (final features, maps)
+    assert torch.equal(final, feats)
     assert logits.shape == (2, 7)
-    assert pre.shape == (2, model.head.num_features)
+    assert pre.shape == (2, model.head.num_features) == (2, model.head_hidden_size)
     assert len(maps) == len(model.feature_info)
     for info, fmap in zip(model.feature_info, maps):
         assert fmap.shape[1] == info["num_chs"]
@@ -40,7 +41,7 @@ def test_interface_and_feature_info(name):
         assert module is not None
     reductions = [f["reduction"] for f in model.feature_info]
     assert reductions == sorted(reductions) and reductions[-1] == 32
-    assert [m.shape for m in model.forward_intermediates(x, indices=[-1])] == [maps[-1].shape]
+    assert [m.shape for m in model.forward_intermediates(x, indices=[-1], intermediates_only=True)] == [maps[-1].shape]
     with pytest.raises(ValueError, match="out of range"):
         model.forward_intermediates(x, indices=[9])
 
@@ -72,7 +73,7 @@ def test_partial_shortcut_adds_input_to_first_channels():
 def test_training_step_with_drop_path_and_dropout():
     model = create_model("rexnet_100", num_classes=3, drop_path_rate=0.2, drop_rate=0.3)
     assert model.head.drop.p == 0.3
-    assert model.features[-2].drop_path is not None and model.features[-2].drop_path.p == pytest.approx(0.2)
+    assert model.features[-2].drop_path is not None and model.features[-2].drop_path.drop_prob == pytest.approx(0.2)
     x = torch.randn(4, 3, 64, 64)
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 0]))
     loss.backward()

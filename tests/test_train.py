@@ -11,7 +11,8 @@ import torch
 
 from rexnet.train.checkpoint import load_checkpoint
 from rexnet.train.data import DataError, build_dataset
-from rexnet.train.engine import GlobalBatchSampler, TrainingDiverged, train
+from rexnet.train.distributed import GlobalBatchSampler
+from rexnet.train.loop import TrainingDiverged, train
 from rexnet.train.recipe import load_recipe
 from train_helpers import CIFAR_ZIP, cifar_recipe, needs_cifar
 
@@ -47,17 +48,26 @@ def _epoch(e):
 
 
 def test_spec_files_keep_their_strides_when_designed_for_32x32(tmp_path):
+    from rexnet.models.resolve import resolve_spec
     from rexnet.models.zoo import rexnet_spec
-    from rexnet.train.engine import build_model_for
 
     big = rexnet_spec("big", multiplier=0.25, depth_multiplier=0.34)  # designed for 224
     small = big.replace(name="small", input_size=32)
     big.save(tmp_path / "big.json")
     small.save(tmp_path / "small.json")
-    assert build_model_for(str(tmp_path / "big.json"), 10, "auto", 32).spec.stem.stride == 1
-    assert build_model_for(str(tmp_path / "small.json"), 10, "auto", 32).spec.stem.stride == 2
-    assert build_model_for(str(tmp_path / "small.json"), 10, "cifar", 32).spec.stem.stride == 1
-    assert build_model_for(str(tmp_path / "big.json"), 10, "imagenet", 32).spec.stem.stride == 2
+    def stem_stride(path, plan):
+        return resolve_spec(str(tmp_path / path), num_classes=10, input_size=32, stride_plan=plan).stem.stride
+
+    assert stem_stride("big.json", "auto") == 1
+    assert stem_stride("small.json", "auto") == 2
+    assert stem_stride("small.json", "cifar") == 1
+    assert stem_stride("big.json", "imagenet") == 2
+    # the one resolver decides the plan from the input size alone, for every way to name a model
+    assert resolve_spec("rexnet_100", input_size=32).stem.stride == 1
+    assert resolve_spec("rexnet_100", input_size=64).stem.stride == 2
+    assert resolve_spec("rexnet_100_cifar").stem.stride == 1
+    cifar = resolve_spec("rexnet_100", input_size=32)
+    assert resolve_spec(cifar, stride_plan="cifar") == cifar  # never applied twice
 
 
 def test_recipes_and_overrides(tmp_path):
@@ -163,7 +173,7 @@ def test_offline_download_gives_a_clear_error(tmp_path, monkeypatch):
 
 @needs_cifar
 def test_ema_is_trained_saved_and_evaluated(tmp_path):
-    from rexnet.train.engine import evaluate_checkpoint
+    from rexnet.train.evaluate import evaluate_checkpoint
 
     out = tmp_path / "run"
     train(cifar_recipe(tmp_path, train_subset=100, val_subset=50, ema=True, ema_decay=0.9), out)

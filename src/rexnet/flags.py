@@ -55,7 +55,8 @@ def parse_value(tp: Any, text: Any, name: str = "value") -> Any:
             return base(text)
         if origin in (tuple, list):
             inner = (typing.get_args(base) or (str,))[0]
-            items = [parse_value(inner, t.strip(), name) for t in text.split(",") if t.strip()]
+            items = [inner(t.strip()) if inner in (int, float) else t.strip()
+                     for t in text.split(",") if t.strip()]
             return tuple(items) if origin is tuple else items
     except ValueError as e:
         raise ValueError(f"--{name.replace('_', '-')}: {e}") from None

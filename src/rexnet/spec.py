@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .io import write_text
+
 __all__ = ["ACTIVATIONS", "SHORTCUTS", "StemSpec", "BlockSpec", "HeadSpec", "NetSpec"]
 
 # Activation names a spec may use (built in models/layers.py).  None means no activation.
@@ -127,8 +129,8 @@ class HeadSpec:
         _check_act("head.hidden_act", self.hidden_act)
 
     @property
-    def num_features(self) -> int:
-        """Width of the pooled features fed to the classifier."""
+    def head_hidden_size(self) -> int:
+        """Width of the pooled features fed to the classifier (timm's ``head_hidden_size``)."""
         return self.hidden_chs or self.pen_chs or self.in_chs
 
 
@@ -213,11 +215,7 @@ class NetSpec:
     def save(self, path: str | os.PathLike) -> Path:
         """Write JSON or YAML (by extension) atomically."""
         path = Path(path)
-        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        return path
+        return write_text(path, self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "NetSpec":

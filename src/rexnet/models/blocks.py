@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from ..spec import BlockSpec
-from .layers import ConvBNAct, DropPath, SqueezeExcite, create_act
+from timm.layers import DropPath
+
+from .layers import ConvBNAct, SqueezeExcite, create_act
 
 __all__ = ["InvertedBottleneck"]
 
@@ -23,9 +25,16 @@ class InvertedBottleneck(nn.Module):
         self.act_dw = create_act(spec.act_dw)
         self.conv_pwl = ConvBNAct(spec.mid_chs, spec.out_chs, 1, act=spec.act_out)
         self.drop_path = DropPath(drop_path) if drop_path > 0 and self.use_shortcut else None
-        # In-place add into the projection's BN output is safe for autograd
-        # (BN's backward does not read its output); after an activation it is not.
+        # The partial shortcut adds the input into the first in_chs output channels.
+        # In place into the projection's BN output is safe for autograd (BN's backward
+        # does not read its output; after an activation it would not be).  index_add_
+        # is that in-place add written as one op that returns the whole tensor, so
+        # torch.fx, torch.export and TorchScript trace it (a slice assignment does not
+        # trace, and a dead-code pass drops a bare narrow().add_()).
         self._inplace_add = spec.act_out is None
+        self._partial = self.use_shortcut and spec.in_chs != spec.out_chs
+        self.register_buffer("shortcut_index", torch.arange(spec.in_chs) if self._partial else None,
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -39,10 +48,8 @@ class InvertedBottleneck(nn.Module):
             return x
         if self.drop_path is not None:
             x = self.drop_path(x)
-        if self.in_channels == self.out_channels:
+        if self.shortcut_index is None:
             return x + shortcut
-        # Partial shortcut: the input joins the first in_channels output channels.
         if self._inplace_add:
-            x[:, : self.in_channels] += shortcut
-            return x
+            return x.index_add_(1, self.shortcut_index, shortcut)
         return torch.cat([x[:, : self.in_channels] + shortcut, x[:, self.in_channels:]], dim=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["create_act", "ConvBNAct", "SqueezeExcite", "DropPath"]
+__all__ = ["create_act", "ConvBNAct", "SqueezeExcite"]
 
 _ACTS = {
     "relu": lambda: nn.ReLU(inplace=True),
@@ -63,23 +63,3 @@ class SqueezeExcite(nn.Module):
         s = x.mean((2, 3), keepdim=True)
         s = self.fc2(self.act(self.bn(self.fc1(s))))
         return x * self.gate(s)
-
-
-class DropPath(nn.Module):
-    """Stochastic depth per sample (drop the residual branch)."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop-path probability must be in [0, 1), got {p}")
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"

@@ -155,15 +155,14 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
 
 
 def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan: str):
-    from ..models.build import Net
-    from ..models.weights import load_weights, read_spec
-    from ..train.engine import build_model_for
+    from ..models.resolve import create_model
+    from ..models.weights import read_spec
 
-    saved = read_spec(weights) if weights else None
-    model = Net(saved) if saved is not None else build_model_for(name, 1000, stride_plan, input_size)
-    if weights:
-        load_weights(model, weights, reset_classifier=True)  # the classifier plays no part here
-    return model
+    if weights and read_spec(weights) is not None:
+        return create_model(weights)  # our checkpoint: the network as trained
+    # the classifier plays no part here, so a checkpoint with other classes loads too
+    return create_model(name, input_size=input_size, stride_plan=stride_plan, weights=weights,
+                        reset_classifier=True)
 
 
 def cmd_rank_analyze(args: argparse.Namespace) -> int:

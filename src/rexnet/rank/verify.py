@@ -55,13 +55,12 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
     effective rank and the numerical rank at 1e-2 (relative) of the last block's
     output on ``rank_images`` test images, centred.
     """
+    from ..models.resolve import create_model
     from ..train.data import eval_images
-    from ..train.engine import train
+    from ..train.loop import train
     from ..train.recipe import load_recipe
     from .analyze import final_spectrum
     from .measures import effective_rank, numerical_rank
-    from ..models.build import Net
-    from ..train.checkpoint import load_checkpoint
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,13 +68,11 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
     rows = []
     for name in VARIANTS:
         spec = verification_spec(name, out_chs)
-        spec_file = spec.save(out / f"{name}.json")
-        cfg = load_recipe("cifar", dict(model=str(spec_file), data=data, epochs=epochs, train_subset=train_subset,
+        cfg = load_recipe("cifar", dict(model=spec.name, data=data, epochs=epochs, train_subset=train_subset,
                                         val_subset=val_subset, seed=seed, progress=progress, dropout=0.0,
                                         batch_size=batch_size))
-        summary = train(cfg, out / name, resume=True)
-        model = Net(spec)
-        model.load_state_dict(load_checkpoint(out / name / "last.pt")["model"])
+        summary = train(cfg, out / name, spec=spec, resume=True)
+        model = create_model(out / name / "last.pt")  # the network as trained, spec and weights
         sigma, channels = final_spectrum(model, images, seed)
         rows.append(dict(model=name, widths="/".join(map(str, spec.meta["widths"])),
                          expansion=spec.meta["expansion"], ib_ratio=spec.meta["ib_ratio"], act=spec.meta["act"],

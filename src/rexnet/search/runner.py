@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from ..io import write_json
+from ..io import read_jsonl, write_json
 from .space import Preset, get_preset
 from .store import Store, worker_id
 
@@ -100,15 +100,14 @@ def prepare(out: str | os.PathLike, s: SearchSettings) -> tuple[Store, Preset]:
 
 
 # -- one trial ---------------------------------------------------------------------------
-def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, Any], threads: int = 0) -> dict[str, Any]:
+def run_trial(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, threads: int = 0) -> dict[str, Any]:
     """Train one (spec, repeat) with the CIFAR recipe; returns its result record.
     Resumes from ``out/trials/<key>/last.pt`` when a previous attempt left one."""
-    p, s = (dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x for x in (p, s))  # until run_trial takes them
     import torch
 
-    from ..models.build import Net
+    from ..models.resolve import create_model
     from ..spec import NetSpec
-    from ..train.engine import train
+    from ..train.loop import train
     from ..train.recipe import load_recipe
 
     if threads:
@@ -116,16 +115,14 @@ def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, A
     tdir = Path(out) / "trials" / trial["key"]
     tdir.mkdir(parents=True, exist_ok=True)
     spec = NetSpec.from_json(trial["spec"])
-    spec_file = spec.save(tdir / "spec_in.json")
     t0 = time.time()
     cfg = load_recipe("cifar", dict(
-        model=str(spec_file), data=p["data"], data_root=s.get("data_root"), download=s.get("download", False),
-        epochs=p["epochs"], batch_size=p["batch_size"], train_subset=p["train_subset"],
-        val_subset=p["val_subset"], seed=trial["seed"], early_stop_patience=p["early_stop_patience"],
-        progress=False, device=s.get("device", "auto"), channels_last=s.get("channels_last", True),
-        amp=s.get("amp", "auto"), stride_plan="auto", dropout=spec.head.dropout))
-    summary = train(cfg, tdir, resume=True)
-    curves = [json.loads(line) for line in (tdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        model=spec.name, data=p.data, data_root=s.data_root, download=s.download, epochs=p.epochs,
+        batch_size=p.batch_size, train_subset=p.train_subset, val_subset=p.val_subset, seed=trial["seed"],
+        early_stop_patience=p.early_stop_patience, progress=False, device=s.device,
+        channels_last=s.channels_last, amp=s.amp, stride_plan="auto", dropout=spec.head.dropout))
+    summary = train(cfg, tdir, spec=spec, resume=True)
+    curves = read_jsonl(tdir / "metrics.jsonl")
     result = dict(best_val_top1=summary["best_val_top1"], best_epoch=summary["best_epoch"],
                   final_val_top1=summary["final"]["val_top1"] if summary["final"] else None,
                   epochs_done=summary["epochs_done"], stopped=summary["stopped"],
@@ -133,23 +130,21 @@ def run_trial(trial: dict[str, Any], out: str, p: dict[str, Any], s: dict[str, A
                   images_per_s=curves[-1]["images_per_s"] if curves else None,
                   wall_s=round(time.time() - t0, 2), train_images=summary["train_images"],
                   val_images=summary["val_images"])
-    if s.get("rank_images"):
-        trained = NetSpec.load(tdir / "spec.json")   # as trained (classes from the data)
-        result.update(_final_rank(Net(trained), tdir, cfg, s["rank_images"], trial["seed"]))
+    if s.rank_images:
+        best = create_model(tdir / "best.pt")  # the network as trained (classes from the data), best weights
+        result.update(_final_rank(best, cfg, s.rank_images, trial["seed"]))
     for f in ("last.pt", "best.pt"):   # done: resume state no longer needed; best.safetensors stays
         (tdir / f).unlink(missing_ok=True)
     return result
 
 
-def _final_rank(model, tdir: Path, cfg, n_images: int, seed: int) -> dict[str, float]:
+def _final_rank(model, cfg, n_images: int, seed: int) -> dict[str, float]:
     """Nuclear norm (normalised by the largest singular value and the width) and
     effective rank of the last block's output on ``n_images`` validation images."""
     from ..rank.analyze import final_spectrum
     from ..rank.measures import effective_rank, nuclear_ratio
-    from ..train.checkpoint import load_checkpoint
     from ..train.data import eval_images
 
-    model.load_state_dict(load_checkpoint(tdir / "best.pt")["model"])
     sigma, width = final_spectrum(model, eval_images(cfg.data, n_images, 32, cfg.data_root, cfg.download), seed)
     return dict(nuclear_norm=round(nuclear_ratio(sigma) / width, 5), effective_rank=round(effective_rank(sigma), 3),
                 feature_channels=width)

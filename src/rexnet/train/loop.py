@@ -1,0 +1,430 @@
+"""The training loop: single process or DDP (torchrun, one or many nodes), AMP on GPU,
+EMA, JSON-lines metrics, atomic resumable checkpoints.
+
+Determinism: the data order of epoch ``e`` is a permutation seeded by
+``(seed, e)``; each global batch is cut into contiguous per-rank (or
+per-micro-batch) chunks; augmentation is seeded per sample; model randomness is
+reseeded per epoch and saved in mid-epoch checkpoints; the learning rate is a
+pure function of (step, recipe).  So a run killed at any moment and resumed
+gives the same metrics as one that was never stopped, and a 2-process DDP run
+equals a 1-process run with ``accum_steps=2`` (BN buffers and dropout masks aside).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..io import append_jsonl, read_jsonl, write_json, write_text
+from ..models.build import Net
+from ..models.resolve import create_model
+from ..models.weights import save_weights
+from ..spec import NetSpec
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import IndexedDataset, SeededTransform, balanced_subset, build_dataset, build_transforms
+from .distributed import Dist, GlobalBatchSampler, setup_distributed
+from .evaluate import evaluate, make_eval_loader
+from .recipe import Recipe, save_config
+
+log = logging.getLogger("rexnet.train")
+
+__all__ = ["TrainingDiverged", "RunState", "train", "lr_at"]
+
+# Fields that may change when a run is resumed; any other change is refused.  ``model`` is
+# only how the network was named: the spec's hash, checked separately, is its identity.
+RESUMABLE_CHANGES = {"model", "epochs", "stop_after_steps", "ckpt_every_steps", "progress", "workers", "lr",
+                     "early_stop_patience", "tensorboard", "download", "data_root"}
+# The loss is checked for NaN/inf every this many steps (and before every checkpoint and at
+# epoch ends): a check is a host sync, which stalls a GPU if done every step.
+NAN_CHECK_EVERY = 50
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunState:
+    """Where a run is.  The ``ep_*`` sums of a part-done epoch are per process and travel in
+    mid-epoch checkpoints; everything else is the same on every process."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    ep_loss: float = 0.0
+    ep_correct: float = 0.0
+    ep_seen: float = 0.0
+    ep_time: float = 0.0
+
+    def run_part(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("ep_")}
+
+    def epoch_part(self) -> dict[str, float]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k.startswith("ep_")}
+
+    def update(self, values: dict[str, Any]) -> None:
+        for k, v in values.items():
+            if k in self.__dataclass_fields__:
+                setattr(self, k, v)
+
+
+def lr_at(step: int, cfg: Recipe, steps_per_epoch: int) -> float:
+    """The learning rate of optimiser step ``step``: linear warm-up, then cosine to ``min_lr``."""
+    base = cfg.scaled_lr()
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, cfg.epochs * steps_per_epoch - warmup))
+    return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)  # BN weights/biases and all biases
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+class _Metrics:
+    """JSON-lines metrics, one line per epoch; on resume, lines of unfinished epochs go."""
+
+    def __init__(self, path: Path, keep_below_epoch: int, enabled: bool) -> None:
+        self.path, self.enabled = path, enabled
+        if enabled and path.exists():
+            kept = [r for r in read_jsonl(path) if r["epoch"] < keep_below_epoch]
+            write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def write(self, row: dict[str, Any]) -> None:
+        if self.enabled:
+            append_jsonl(self.path, row)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.path)
+
+
+def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_spec: dict, spec: NetSpec) -> None:
+    changed = {k for k, v in cfg.to_dict().items() if k in saved and saved[k] != v} - RESUMABLE_CHANGES
+    if changed:
+        diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}" for k in sorted(changed))
+        raise ValueError(f"cannot resume: the run was started with other settings ({diffs}). Use the "
+                         f"same settings, or a new --out directory")
+    if NetSpec.from_dict(saved_spec).hash() != spec.hash():
+        raise ValueError("cannot resume: the checkpoint's network differs from this model; use a new --out")
+
+
+def _progress(n: int, desc: str, enabled: bool, initial: int = 0, total: int | None = None):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total or n, initial=initial, desc=desc, unit="step", dynamic_ncols=True,
+                file=sys.stderr, leave=False)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out / "tb"))
+
+
+class _Run:
+    """One training run's parts: data, model, optimiser, state, and the files in ``out``."""
+
+    def __init__(self, cfg: Recipe, out: Path, spec: NetSpec | None, dist: Dist) -> None:
+        self.cfg, self.out, self.dist, self.device = cfg, out, dist, dist.device
+        self.last = out / "last.pt"
+        self._build_data()
+        self._build_model(spec)
+        self.opt = torch.optim.SGD(_param_groups(self.core, cfg.weight_decay), lr=cfg.scaled_lr(),
+                                   momentum=cfg.momentum, nesterov=cfg.nesterov)
+        self.steps_per_epoch = self.sampler.num_batches()
+        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ema = None
+        if cfg.ema:
+            from timm.utils import ModelEmaV3
+            self.ema = ModelEmaV3(self.core, decay=cfg.ema_decay, device=self.device)
+        self.state = RunState()
+
+    def _build_data(self) -> None:
+        cfg, dist = self.cfg, self.dist
+        train_tf = build_transforms(cfg.transform, cfg.input_size, True, auto_augment=cfg.auto_augment,
+                                    color_jitter=cfg.color_jitter, re_prob=cfg.re_prob, re_mode=cfg.re_mode,
+                                    crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+        val_tf = build_transforms(cfg.transform, cfg.input_size, False, crop_pct=cfg.crop_pct,
+                                  interpolation=cfg.interpolation)
+        if cfg.download and dist.enabled and not dist.is_main:
+            dist.barrier()  # rank 0 downloads first
+        self.base_train = build_dataset(cfg.data, "train", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+        self.base_val = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+        if cfg.download and dist.enabled and dist.is_main:
+            dist.barrier()
+        self.classes = list(getattr(self.base_train, "classes", []) or [])
+        self.num_classes = cfg.num_classes or len(self.classes)
+        if self.num_classes < 2:
+            raise ValueError(f"{cfg.data}: found {self.num_classes} classes; a classifier needs at least 2")
+        self.seeded = SeededTransform(train_tf, cfg.seed)
+        self.train_ds = IndexedDataset(balanced_subset(self.base_train, cfg.train_subset), self.seeded,
+                                       cache=cfg.cache_images)
+        self.val_ds = IndexedDataset(balanced_subset(self.base_val, cfg.val_subset), val_tf, cache=cfg.cache_images)
+        self.sampler = GlobalBatchSampler(len(self.train_ds), cfg.batch_size, dist.world, dist.rank, cfg.seed)
+        self.loader_kw = dict(num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                              persistent_workers=False)
+        self.val_loader = make_eval_loader(self.val_ds, max(cfg.batch_size // dist.world, 64), dist, cfg.workers)
+
+    def _build_model(self, spec: NetSpec | None) -> None:
+        cfg = self.cfg
+        model = create_model(spec if spec is not None else cfg.model, num_classes=self.num_classes,
+                             input_size=cfg.input_size, stride_plan=cfg.stride_plan, drop_rate=cfg.dropout,
+                             drop_path_rate=cfg.drop_path, weights=cfg.weights,
+                             reset_classifier=cfg.reset_classifier)
+        if cfg.freeze_backbone:
+            for name, p in model.named_parameters():
+                p.requires_grad = name.startswith("head.")
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        net: nn.Module = model
+        if self.dist.enabled:
+            if cfg.sync_bn:
+                net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+            net = nn.parallel.DistributedDataParallel(
+                net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.net = net
+        self.core: Net = net.module if self.dist.enabled else net  # type: ignore[assignment]
+
+    # -- checkpoints ------------------------------------------------------------
+    def resume(self) -> None:
+        ck = load_checkpoint(self.last)
+        _check_resume(ck["config"], self.cfg, ck["spec"], self.core.spec)
+        if len(ck["per_rank"]) != self.dist.world:
+            raise ValueError(f"cannot resume: the run had {len(ck['per_rank'])} processes, now {self.dist.world}")
+        self.core.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])  # the lr is set from the step before each step
+        self.scaler.load_state_dict(ck["scaler"])
+        if self.ema is not None and "ema" in ck:
+            self.ema.module.load_state_dict(ck["ema"])
+        mine = ck["per_rank"][self.dist.rank]
+        self.state.update({**ck["state"], **mine["ep"]})
+        set_rng_state(mine["rng"])
+
+    def save_last(self) -> None:
+        # each rank's RNG and part-epoch sums, so every rank resumes its own stream
+        mine = {"rng": rng_state(), "ep": self.state.epoch_part()}
+        per_rank = [mine]
+        if self.dist.enabled:
+            per_rank = [None] * self.dist.world
+            tdist.all_gather_object(per_rank, mine)
+        if not self.dist.is_main:
+            return
+        state = {"model": self.core.state_dict(), "optimizer": self.opt.state_dict(),
+                 "scaler": self.scaler.state_dict(), "state": self.state.run_part(), "per_rank": per_rank,
+                 "config": self.cfg.to_dict(), "spec": self.core.spec.to_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.module.state_dict()
+        save_checkpoint(state, self.last)
+
+    def save_best(self, epoch: int, top1: float) -> None:
+        best = self.ema.module if self.ema is not None else self.core
+        save_checkpoint({"model": best.state_dict(), "spec": self.core.spec.to_dict(), "epoch": epoch,
+                         "val_top1": top1}, self.out / "best.pt")
+        save_weights(best if isinstance(best, Net) else self.core, self.out / "best.safetensors")
+
+    # -- one epoch ---------------------------------------------------------------
+    def check_finite(self, sums: torch.Tensor) -> None:
+        """Stop on a NaN/inf loss seen by any process since the last check (one host sync)."""
+        bad = (~torch.isfinite(sums[0])).float().reshape(1)
+        if self.dist.enabled:
+            tdist.all_reduce(bad, op=tdist.ReduceOp.MAX)
+        if bad.item():
+            st = self.state
+            kept = (f"the last good checkpoint {self.last} is kept" if self.last.exists()
+                    else "no checkpoint had been written yet")
+            raise TrainingDiverged(
+                f"loss is {float(sums[0])} at epoch {st.epoch}, by step {st.global_step} (checked every "
+                f"{NAN_CHECK_EVERY} steps): training diverged; {kept}. Lower --lr or raise --warmup-epochs, "
+                f"then --resume.")
+
+    def train_epoch(self, epoch: int) -> str | None:
+        """Train until the epoch ends or a stop is asked for; returns the stop's reason."""
+        cfg, st, dist, core = self.cfg, self.state, self.dist, self.core
+        self.seeded.epoch = epoch
+        if st.step_in_epoch == 0:
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout, drop-path
+            st.update(dict(ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0))
+        self.sampler.set_epoch(epoch, st.step_in_epoch)
+        loader = DataLoader(self.train_ds, batch_sampler=self.sampler, **self.loader_kw,
+                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        self.net.train()
+        if cfg.freeze_backbone:
+            core.stem.eval()
+            core.features.eval()
+        # the epoch's loss and correct sums live on the device between checks (no per-step host sync)
+        sums = torch.tensor([st.ep_loss, st.ep_correct], dtype=torch.float64, device=self.device)
+        t0 = time.time()
+        bar = _progress(len(self.sampler), f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and dist.is_main,
+                        initial=st.step_in_epoch, total=self.steps_per_epoch)
+
+        def fold() -> None:  # device sums -> the state (a host sync), before a checkpoint or the epoch's end
+            nonlocal t0
+            st.ep_loss, st.ep_correct = sums.tolist()
+            st.ep_time += time.time() - t0
+            t0 = time.time()
+
+        stopped = None
+        for x, y in loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(st.global_step, cfg, self.steps_per_epoch)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            chunks = list(zip(x.chunk(cfg.accum_steps), y.chunk(cfg.accum_steps)))
+            for k, (xc, yc) in enumerate(chunks):
+                sync = k == len(chunks) - 1 or not dist.enabled
+                with self.net.no_sync() if not sync else contextlib.nullcontext():
+                    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                        logits = self.net(xc)
+                        loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+                    self.scaler.scale(loss / len(chunks)).backward()
+                sums += torch.stack([loss.detach().double() * len(yc), (logits.argmax(1) == yc).sum().double()])
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.opt.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(core, step=st.global_step)
+            st.ep_seen += len(y)
+            st.global_step += 1
+            st.step_in_epoch += 1
+            checkpoint_now = cfg.ckpt_every_steps and st.global_step % cfg.ckpt_every_steps == 0
+            if checkpoint_now or st.step_in_epoch % NAN_CHECK_EVERY == 0:
+                self.check_finite(sums)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{float(sums[0]) / max(st.ep_seen, 1):.3f}", lr=f"{lr:.3g}")
+            if bar is not None:
+                bar.update(1)
+            if checkpoint_now:
+                fold()
+                self.save_last()
+            if cfg.stop_after_steps and st.global_step >= cfg.stop_after_steps:
+                stopped = f"stopped after {st.global_step} steps (stop_after_steps); resume with --resume"
+                break
+        if bar is not None:
+            bar.close()
+        self.check_finite(sums)
+        fold()
+        return stopped
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Evaluate, update the best, and return the epoch's metrics row."""
+        cfg, st, dist = self.cfg, self.state, self.dist
+        loss_sum, correct, seen = dist.sum([st.ep_loss, st.ep_correct, st.ep_seen])
+        eval_model = self.ema.module if self.ema is not None else self.core
+        val = evaluate(eval_model, self.val_loader, self.device, dist, self.amp_dtype, cfg.channels_last)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
+               "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+               "lr": lr_at(st.global_step, cfg, self.steps_per_epoch),
+               "images_per_s": seen / max(st.ep_time, 1e-9), "epoch_time_s": st.ep_time, "step": st.global_step}
+        if self.ema is not None:
+            raw = evaluate(self.core, self.val_loader, self.device, dist, self.amp_dtype, cfg.channels_last)
+            row.update(val_top1_raw=raw["top1"], val_loss_raw=raw["loss"])
+        return row
+
+
+def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume: bool = False) -> dict[str, Any]:
+    """Train on ``cfg.data`` and return the summary; writes config.yaml, spec.json,
+    metrics.jsonl, last.pt, best.pt / best.safetensors and summary.json into ``out_dir``.
+
+    The network is ``spec`` when given (its classifier resized to the data's classes
+    and the stride plan applied from ``cfg.input_size``), else ``cfg.model`` (a zoo
+    name, NetSpec file or checkpoint), resolved by :func:`rexnet.create_model`.
+    """
+    cfg.validate()
+    if spec is not None:
+        cfg = dataclasses.replace(cfg, model=spec.name)
+    dist = setup_distributed(cfg.device)
+    out = Path(out_dir)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    torch.manual_seed(cfg.seed)
+    run = _Run(cfg, out, spec, dist)
+    st = run.state
+    if resume and run.last.exists():
+        run.resume()
+        if dist.is_main:
+            log.info("resumed from %s at epoch %d, step %d of the epoch", run.last, st.epoch, st.step_in_epoch)
+    elif resume and dist.is_main:
+        log.info("no checkpoint at %s: starting fresh", run.last)
+    metrics = _Metrics(out / "metrics.jsonl", st.epoch, dist.is_main)
+    if dist.is_main:
+        save_config(cfg, out / "config.yaml", {"num_classes_resolved": run.num_classes, "world_size": dist.world,
+                                               "classes": run.classes[:1000]})
+        run.core.spec.save(out / "spec.json")
+    writer = _tensorboard(out) if cfg.tensorboard and dist.is_main else None
+
+    stopped = None
+    t_start = time.time()
+    for epoch in range(st.epoch, cfg.epochs):
+        stopped = run.train_epoch(epoch)
+        if stopped:
+            run.save_last()
+            break
+        row = run.end_epoch(epoch)
+        improved = row["val_top1"] > st.best_top1
+        if improved:
+            st.update(dict(best_top1=row["val_top1"], best_epoch=epoch, bad_epochs=0))
+        else:
+            st.bad_epochs += 1
+        st.update(dict(epoch=epoch + 1, step_in_epoch=0))
+        metrics.write(row)
+        if writer is not None:
+            for k, v in row.items():
+                if k != "epoch":
+                    writer.add_scalar(k, v, epoch)
+        if dist.is_main:
+            log.info("epoch %d: train loss %.4f, val top-1 %.2f%%, top-5 %.2f%%, %.1f img/s", epoch,
+                     row["train_loss"], row["val_top1"], row["val_top5"], row["images_per_s"])
+        if improved and dist.is_main:  # best before last: a run killed between the two redoes this epoch
+            run.save_best(epoch, row["val_top1"])
+        run.save_last()
+        if cfg.early_stop_patience and st.bad_epochs >= cfg.early_stop_patience:
+            stopped = f"early stop: no better val top-1 for {st.bad_epochs} epochs"
+            break
+    rows = metrics.rows() if dist.is_main else []
+    summary = {"model": run.core.spec.name, "data": cfg.data, "epochs_done": st.epoch, "steps": st.global_step,
+               "best_val_top1": st.best_top1, "best_epoch": st.best_epoch,
+               "final": rows[-1] if rows else None, "stopped": stopped, "world_size": dist.world,
+               "wall_time_s": time.time() - t_start, "out": str(out),
+               "train_images": len(run.train_ds), "val_images": len(run.val_ds),
+               "bad_images_skipped": len(getattr(run.base_train, "bad_files", []))
+               + len(getattr(run.base_val, "bad_files", []))}
+    if dist.is_main:
+        write_json(summary, out / "summary.json")
+    if writer is not None:
+        writer.close()
+    dist.barrier()
+    return summary
