@@ -14,8 +14,6 @@ its ratio is timm median / form median within that pair (above 1 = faster).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import tempfile
 import time
@@ -27,7 +25,8 @@ import torch
 from rexnet import create_model, load_weights
 from rexnet.bench.deploy import deploy_model
 from rexnet.bench.export import export_model, load_exported
-from rexnet.bench.runner import latency_stats, time_interleaved
+from rexnet.bench.timing import latency_stats, time_interleaved
+from rexnet.io import write_json
 
 
 def main() -> int:
@@ -80,10 +79,7 @@ def main() -> int:
               f"| timm {r['timm_median_ms']:7.2f} ms | x{r['speedup_vs_timm']:.3f} vs timm  "
               f"max|dlogit| {r['max_abs_logit_diff']:.2e}")
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        t = Path(args.out + ".tmp")
-        t.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(t, args.out)
+        write_json(res, args.out)
     return 0
 
 

@@ -16,8 +16,8 @@ import timm
 import torch
 
 from rexnet import create_model, load_weights
-from rexnet.complexity import interleaved_latency
-from rexnet.report import write_json
+from rexnet.bench.timing import interleaved_latency
+from rexnet.io import write_json
 
 
 def main() -> None:

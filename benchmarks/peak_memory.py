@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from rexnet.io import write_json
+
 
 def tree_rss(root: int) -> int:
     """Summed RSS (bytes) of ``root`` and all its descendants, from /proc."""
@@ -73,10 +75,7 @@ def main() -> int:
                peak_tree_rss_mib=round(peak / 2**20, 1), returncode=proc.returncode)
     print(json.dumps(res))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(args.json + ".tmp")
-        tmp.write_text(json.dumps(res, indent=2) + "\n")
-        os.replace(tmp, args.json)
+        write_json(res, args.json)
     return proc.returncode
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from rexnet.complexity import complexity
+from rexnet.io import write_json
 from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
 from rexnet.train.loop import train
 from rexnet.train.recipe import load_recipe
@@ -57,7 +58,7 @@ def main() -> None:
                   final_test_top1=final["val_top1"], best_test_top1=summary["best_val_top1"],
                   train_images_per_s=final["images_per_s"], wall_time_min=(time.time() - t0) / 60,
                   threads=args.threads, torch=torch.__version__)
-    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out / "result.json")
     print(json.dumps(result, indent=2))
 
 

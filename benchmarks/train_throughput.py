@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from rexnet.io import write_json
 from rexnet.models.build import Net
 from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
 from rexnet.train.loop import train
@@ -80,7 +81,7 @@ def main() -> None:
                   model=spec.name, torch=torch.__version__)
     print(json.dumps(result, indent=2))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 
 import pytest
@@ -11,6 +12,12 @@ from rexnet.models.weights import CheckpointError, _original_key_map, detect_for
 
 TIMM_PARITY = ["rexnet_100", "rexnet_130", "rexnet_150", "rexnet_200", "rexnet_300",
                "rexnetr_100", "rexnetr_200"]
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def _randomise_bn(model):
@@ -65,6 +72,8 @@ def test_save_and_load_round_trip(ext, tmp_path):
     model = _randomise_bn(create_model("rexnet_lite_100", num_classes=3)).eval()
     path = save_weights(model, tmp_path / f"m{ext}")
     assert not list(tmp_path.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left, hidden or not
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()    # not safetensors' 0600
     back = create_model("rexnet_lite_100", num_classes=3, weights=path).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -145,5 +154,19 @@ def test_pretrained_uses_cache_then_fails_clearly_offline(tmp_path, monkeypatch)
     with pytest.raises(CheckpointError, match=r"could not download the weights of rexnet_130 .*place it at"):
         create_model("rexnet_130", pretrained=True)
     assert not list(tmp_path.glob("*.part"))
+
+    def cut(url, dst, progress=True):  # half a file, then the connection drops
+        open(dst, "wb").write(b"half")
+        raise OSError("Connection reset by peer")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", cut)
+    with pytest.raises(CheckpointError, match="could not download the weights of rexnet_130"):
+        create_model("rexnet_130", pretrained=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["rexnet_100.safetensors"]  # nothing half-written left
+    monkeypatch.setattr(torch.hub, "download_url_to_file",
+                        lambda url, dst, progress=True: save_weights(create_model("rexnet_130"), dst))
+    got = resolve_pretrained("rexnet_130", {"url": "https://example.org/rexnet_130.safetensors"})
+    assert got == tmp_path / "rexnet_130.safetensors" and got.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rexnet_100.safetensors", "rexnet_130.safetensors"]
     with pytest.raises(CheckpointError, match="no published weights for rexnet_lite_100"):
         resolve_pretrained("rexnet_lite_100", None)

@@ -19,14 +19,19 @@ def _spec_from_arg(arg: str):
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from .io import write_json
     from .models.zoo import list_models
-    from .report import format_table, write_json, zoo_rows
+    from .report import format_table, zoo_rows
 
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}; try `rexnet models` for all", file=sys.stderr)
         return 2
-    rows = zoo_rows(names, profile=args.profile, runs=args.runs, input_size=args.input_size)
+    latency = None
+    if args.profile:
+        from .bench.timing import zoo_latency
+        latency = zoo_latency(names, args.input_size, runs=args.runs)
+    rows = zoo_rows(names, args.input_size, latency)
     print(format_table(rows))
     if args.profile:
         import torch
@@ -91,13 +96,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     smoke channel search and its report."""
     import os
 
+    from .io import write_json
     from .models.zoo import list_models, model_spec
-    from .report import block_rows, format_table, plot_widths, write_json, zoo_rows
+    from .report import block_rows, format_table, plot_widths, zoo_rows
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("== The model zoo (params and MACs at 224x224; CPU latency at batch 1) ==")
-    rows = zoo_rows(list_models(), profile=not args.no_profile, runs=args.runs)
+    names = list_models()
+    latency = None
+    if not args.no_profile:
+        from .bench.timing import zoo_latency
+        latency = zoo_latency(names, runs=args.runs)
+    rows = zoo_rows(names, latency_ms=latency)
     print(format_table(rows))
     write_json(rows, out / "models.json")
     print("\n== ReXNet x1.0, block by block ==")
@@ -153,8 +164,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .io import write_json
     from .train.evaluate import evaluate_checkpoint
-    from .report import write_json
 
     summary = evaluate_checkpoint(args.model, args.weights, args.data, input_size=args.input_size,
                                   transform=args.transform, stride_plan=args.stride_plan,
@@ -170,7 +181,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from .report import write_json
+    from .io import write_json
     from .train.data import check_tree
 
     report = check_tree(args.path)

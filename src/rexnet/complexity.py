@@ -6,14 +6,11 @@ multiply are not counted.  Tests hold the two together for every zoo model.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
 
 from .spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
-__all__ = ["LayerCost", "Complexity", "complexity", "count_module", "interleaved_latency", "time_interleaved",
-           "latency_stats"]
+__all__ = ["LayerCost", "Complexity", "complexity", "count_module"]
 
 
 @dataclass(frozen=True)
@@ -121,64 +118,3 @@ def count_module(module, input_size: int = 224, in_chans: int = 3) -> tuple[int,
         module(torch.zeros(1, in_chans, input_size, input_size))
     module.train(was_training)
     return params, counter.get_total_flops() // 2
-
-
-def interleaved_latency(models: dict, batch: int = 1, input_size: int = 224, runs: int = 30,
-                        warmup: int = 5, threads: int | None = None) -> dict[str, dict[str, float]]:
-    """CPU latency of several models on one random input, timed in turns so machine
-    drift hits all alike.
-
-    Returns per model: median, p10, p90, mean (milliseconds per batch) and images/s
-    at the median.  Each model runs in eval mode under ``torch.inference_mode``.
-    """
-    import torch
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    x = torch.randn(batch, 3, input_size, input_size)
-    for m in models.values():
-        m.eval()
-    times = time_interleaved(models, dict.fromkeys(models, x), runs=runs, warmup=warmup)
-    return {name: dict(latency_stats(ts, batch), batch=batch) for name, ts in times.items()}
-
-
-def time_interleaved(models: Mapping[str, Callable], inputs: Mapping[str, Any], runs: int = 30,
-                     warmup: int = 5, timer: Callable[[], float] = time.perf_counter,
-                     sync: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Milliseconds per call of each model, timed in turns so machine drift falls on all alike.
-
-    Every model is called ``warmup + runs`` times.  The order rotates each round
-    so no model always runs first (right after a pause) or after the same
-    neighbour.  ``sync`` (e.g. ``torch.cuda.synchronize``) brackets each call.
-    """
-    import torch
-
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    names = list(models)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for n in names:
-                models[n](inputs[n])
-        for r in range(runs):
-            k = r % len(names)
-            for n in names[k:] + names[:k]:
-                if sync:
-                    sync()
-                t0 = timer()
-                models[n](inputs[n])
-                if sync:
-                    sync()
-                times[n].append((timer() - t0) * 1e3)
-    return times
-
-
-def latency_stats(times_ms: Sequence[float], batch: int) -> dict[str, float]:
-    """Median, p10, p90 (nearest rank), mean, and images/s at the median."""
-    if not times_ms:
-        raise ValueError("no timings to summarise")
-    ts = sorted(times_ms)
-    q = lambda p: ts[min(len(ts) - 1, int(round(p * (len(ts) - 1))))]  # noqa: E731
-    return dict(median_ms=q(0.5), p10_ms=q(0.1), p90_ms=q(0.9), mean_ms=sum(ts) / len(ts),
-                images_per_s=batch / (q(0.5) / 1e3), runs=len(ts))

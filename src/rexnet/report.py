@@ -1,20 +1,21 @@
 """Reports read NetSpecs: the zoo table, per-block tables and channel-width plots."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
+from . import io
 from .complexity import complexity
 from .spec import NetSpec
 
-__all__ = ["zoo_rows", "block_rows", "format_table", "plot_widths", "save_figure", "write_json"]
+__all__ = ["zoo_rows", "block_rows", "format_table", "plot_widths"]
 
 
-def zoo_rows(names: Sequence[str], profile: bool = False, runs: int = 20,
-             input_size: int = 224) -> list[dict[str, Any]]:
-    """One row per zoo model: params, MACs, input size, paper top-1 and (optionally) CPU latency."""
+def zoo_rows(names: Sequence[str], input_size: int = 224,
+             latency_ms: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per zoo model: params, MACs, input size, paper top-1 and, given ``latency_ms``
+    (from :func:`rexnet.bench.timing.zoo_latency`), the CPU latency at batch 1."""
     from .models.zoo import model_info, model_spec
 
     rows = []
@@ -24,14 +25,8 @@ def zoo_rows(names: Sequence[str], profile: bool = False, runs: int = 20,
         rows.append(dict(model=name, params_m=round(c.params / 1e6, 3), gmacs=round(c.macs / 1e9, 4),
                          input_size=input_size, top1_paper=info.top1,
                          weights="published" if info.weights else "-"))
-    if profile:
-        from . import create_model
-        from .complexity import interleaved_latency
-
-        for row in rows:  # one model at a time keeps memory flat; runs are still repeated medians
-            lat = interleaved_latency({row["model"]: create_model(row["model"])}, batch=1,
-                                      input_size=input_size, runs=runs, warmup=3)[row["model"]]
-            row["cpu_ms_b1"] = round(lat["median_ms"], 2)
+        if latency_ms is not None:
+            rows[-1]["cpu_ms_b1"] = round(latency_ms[name], 2)
     return rows
 
 
@@ -60,10 +55,7 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 def plot_widths(specs: Sequence[NetSpec], path: str | os.PathLike,
                 title: str = "Channel width per block") -> Path:
     """Output width against block index for several specs (the paper's stage-wise vs linear view)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = io.pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for spec in specs:
         c = complexity(spec)
@@ -75,27 +67,4 @@ def plot_widths(specs: Sequence[NetSpec], path: str | os.PathLike,
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write JSON atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return io.save_figure(fig, path)

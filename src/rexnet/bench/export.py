@@ -1,9 +1,9 @@
 """Export a model to ONNX or TorchScript with a dynamic batch axis, verified before it lands.
 
-The file is written next to ``out`` under a temporary name, loaded back (ONNX
-Runtime for ONNX), run at the export batch and at other batch sizes, and
-compared with the training-form model's logits; only a file that passes is
-moved onto ``out`` (``os.replace``), so a failed export never leaves a bad file.
+The file is written next to ``out`` under a temporary name (``rexnet.io.atomic_path``),
+loaded back (ONNX Runtime for ONNX), run at the export batch and at other batch
+sizes, and compared with the training-form model's logits; only a file that
+passes is renamed onto ``out``, so a failed export never leaves a bad file.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..io import atomic_path
 from .deploy import fold_bn
 
 __all__ = ["EXPORT_FORMATS", "TORCHSCRIPT_SUFFIXES", "ExportError", "OnnxModule", "export_model", "load_exported",
@@ -126,9 +127,7 @@ def export_model(model: nn.Module, format: str, out: str | os.PathLike, *, input
     size = input_size or getattr(getattr(model, "spec", None), "input_size", 224)
     model = copy.deepcopy(model).float().cpu().eval()  # the caller's model keeps its device and dtype
     exported = fold_bn(model) if fold else model
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{out.suffix}")
-    try:
+    with atomic_path(out) as tmp:  # an exception (a failed check) removes tmp; only a verified file lands
         _write(exported, format, torch.randn(batch, 3, size, size), tmp, opset)
         loaded = load_exported(tmp)
         diffs = {}
@@ -145,9 +144,6 @@ def export_model(model: nn.Module, format: str, out: str | os.PathLike, *, input
         if not worst <= atol:
             raise ExportError(f"{format} export does not reproduce the model: max |logit difference| "
                               f"{worst:.3g} > {atol:g} (per batch size: {diffs})")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dict(path=str(out), format=format, input_size=size, export_batch=batch,
                 checked_batches=list(diffs), max_abs_diff=worst, bn_folded=fold,
                 opset=opset if format == "onnx" else None, bytes=out.stat().st_size)

@@ -4,14 +4,12 @@ Peers are created untrained through timm or torchvision at their native
 resolution; their ImageNet top-1 is the figure their papers publish (never
 measured here), and ours is the zoo's ``top1`` (the ReXNet paper / the authors).
 
-Timing is :func:`rexnet.complexity.time_interleaved` (inputs per model, so peers
+Timing is :func:`rexnet.bench.timing.time_interleaved` (inputs per model, so peers
 run at their own resolutions; a synchronise around each call on CUDA; an
-injectable timer for the tests) and :func:`rexnet.complexity.latency_stats`.
+injectable timer for the tests) and :func:`rexnet.bench.timing.latency_stats`.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import platform
 import textwrap
@@ -30,10 +28,11 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..complexity import latency_stats, time_interleaved  # noqa: E402  (re-exported)
+from .. import io  # noqa: E402
+from .timing import latency_stats, time_interleaved  # noqa: E402
 
 __all__ = ["Peer", "PEERS", "DEVICES", "DTYPES", "Entry", "check_device", "parse_dtype", "parse_compare",
-           "get_peer", "build_entries", "time_interleaved", "latency_stats", "run_bench", "write_results",
+           "get_peer", "build_entries", "run_bench", "write_results",
            "plot_latency_accuracy", "machine_info", "TABLE_COLUMNS"]
 
 DEVICES = ("cpu", "cuda")
@@ -272,28 +271,15 @@ def machine_info(device: str | torch.device = "cpu") -> dict[str, Any]:
 
 
 # -- outputs --------------------------------------------------------------------
-def _write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
-    return path
-
-
 def write_results(rows: Sequence[dict[str, Any]], out: str | os.PathLike, meta: dict[str, Any] | None = None,
                   stem: str = "bench") -> dict[str, Path]:
     """``<stem>.csv``, ``<stem>.json`` (rows + meta) and, when any row has a published top-1, ``<stem>.png``."""
-    from ..report import write_json
-
     if not rows:
         raise ValueError("no rows to write")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = dict(csv=_write_csv(rows, out / f"{stem}.csv"),
-                 json=write_json(dict(meta=meta or {}, rows=list(rows)), out / f"{stem}.json"))
+    paths = dict(csv=io.write_csv(rows, out / f"{stem}.csv", columns=list(rows[0])),
+                 json=io.write_json(dict(meta=meta or {}, rows=list(rows)), out / f"{stem}.json"))
     plot = plot_latency_accuracy(rows, out / f"{stem}.png", meta)
     if plot is not None:
         paths["png"] = plot
@@ -310,12 +296,7 @@ def plot_latency_accuracy(rows: Sequence[dict[str, Any]], path: str | os.PathLik
     rows = [r for r in rows if r.get("top1_published") is not None]
     if not rows:
         return None
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..report import save_figure
-
+    plt = io.pyplot()
     batches = sorted({r["batch"] for r in rows})
     one_size = len({r["input_size"] for r in rows}) == 1
     fig, axes = plt.subplots(1, len(batches), figsize=(5.6 * len(batches), 4.6), dpi=120, squeeze=False)
@@ -350,4 +331,4 @@ def plot_latency_accuracy(rows: Sequence[dict[str, Any]], path: str | os.PathLik
     note = textwrap.fill("top-1 sources: " + "; ".join(sources), width=110 * len(batches))
     fig.text(0.01, 0.01, note, fontsize=6, ha="left", va="bottom")
     fig.tight_layout(rect=(0, 0.03 + 0.02 * note.count("\n"), 1, 1))
-    return save_figure(fig, path)
+    return io.save_figure(fig, path)

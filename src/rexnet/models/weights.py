@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..io import atomic_path
 from ..spec import NetSpec
 
 __all__ = ["CheckpointError", "read_state_dict", "detect_format", "convert_state_dict",
@@ -170,18 +171,13 @@ def load_weights(model: nn.Module, path_or_sd: str | os.PathLike | dict, *, fmt:
 def save_weights(model: nn.Module, path: str | os.PathLike) -> Path:
     """Write the model's state dict atomically (.safetensors or torch format by extension)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
-        save_file(sd, str(tmp), metadata={"spec": model.spec.to_json(indent=None)})
-    else:
-        torch.save({"model": sd, "spec": model.spec.to_dict()}, tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates 0600 files; keep the usual permissions
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # also gives safetensors' 0600 file the usual permissions
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+            save_file(sd, str(tmp), metadata={"spec": model.spec.to_json(indent=None)})
+        else:
+            torch.save({"model": sd, "spec": model.spec.to_dict()}, tmp)
     return path
 
 
@@ -210,16 +206,13 @@ def resolve_pretrained(name: str, weights_info: dict | None, download: bool = Tr
     target = folder / (name + (".safetensors" if url.endswith(".safetensors") else ".pth"))
     if not download:
         raise CheckpointError(f"{name}: weights not in the cache; place them at {target}")
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".part")
     try:
-        torch.hub.download_url_to_file(url, str(tmp), progress=True)
+        with atomic_path(target) as tmp:  # a cut download never lands under the cached name
+            torch.hub.download_url_to_file(url, str(tmp), progress=True)
     except Exception as e:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"could not download the weights of {name} from {url} "
                               f"({type(e).__name__}: {e}). Offline? Download that file by other means "
                               f"and place it at {target}, or set REXNET_CACHE to its folder.") from None
-    os.replace(tmp, target)
     return target
 
 

@@ -1,4 +1,4 @@
-"""Training checkpoints: atomic writes, safe reads, and the RNG states that make a resume exact."""
+"""Training checkpoints: atomic writes (through rexnet.io), safe reads, and the RNG states that make a resume exact."""
 from __future__ import annotations
 
 import os
@@ -9,20 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..io import atomic_path
+
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` through a temporary file and an atomic rename:
+    """Write ``state`` to ``path`` atomically (``rexnet.io.atomic_path``):
     a kill at any moment leaves either the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -23,6 +23,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Subset
 
+from ..io import atomic_path
+
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
@@ -237,10 +239,8 @@ def _unpack_local_copy(name: str, root: Path) -> None:
         for f in files:
             out = target / f.name[:-3]
             if not out.exists():
-                tmp = out.with_name(out.name + ".tmp")
-                with gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
+                with atomic_path(out) as tmp, gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-                os.replace(tmp, out)
         log.info("unpacked the local copy of %s from %s into %s", name, source, target)
         return
 
