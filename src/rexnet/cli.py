@@ -143,13 +143,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     import json
     import logging
 
+    from .flags import dataclass_overrides
     from .train.loop import train
     from .train.recipe import Recipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in Recipe.__dataclass_fields__ and v is not None and k != "recipe"}
-    cfg = load_recipe(args.recipe, overrides)
+    cfg = load_recipe(args.recipe, dataclass_overrides(args, Recipe, skip=("recipe",)))
     summary = train(cfg, args.out, resume=args.resume)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
         final = summary["final"] or {}
@@ -198,22 +197,6 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 1 if report["bad_total"] else 0
 
 
-def _add_recipe_options(p: argparse.ArgumentParser) -> None:
-    from dataclasses import fields
-
-    from .train.recipe import Recipe
-
-    g = p.add_argument_group("recipe fields (override the preset; booleans take true/false)")
-    for f in fields(Recipe):
-        if f.name in ("model", "data", "recipe"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            g.add_argument(flag, dest=f.name, nargs="?", const="true", default=None, metavar="BOOL")
-        else:
-            g.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rexnet", description=__doc__)
     p.add_argument("--version", action="version", version=f"rexnet {__version__}")
@@ -243,7 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics, summary)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
-    _add_recipe_options(t)
+    from .flags import add_dataclass_flags
+    from .train.recipe import Recipe
+
+    add_dataclass_flags(t, Recipe, skip=("model", "data", "recipe"),
+                        title="recipe fields (override the preset, which itself replaces the defaults "
+                              "shown; booleans take true/false)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a checkpoint (any supported format)")

@@ -10,6 +10,9 @@ from typing import Any
 
 import yaml
 
+from ..flags import parse_value
+from ..io import write_text
+
 __all__ = ["Recipe", "load_recipe", "RECIPES", "save_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -99,31 +102,19 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(Recipe)
-
-
-def coerce(name: str, value: Any) -> Any:
-    """A command-line or YAML value to the field's type."""
-    hints = _field_types()
+def _field_value(name: str, value: Any) -> Any:
+    """A YAML or command-line value for field ``name``, parsed as its ``--flag`` would be."""
+    hints = typing.get_type_hints(Recipe)
     if name not in hints:
         raise ValueError(f"unknown recipe field {name!r}; known: {', '.join(f.name for f in fields(Recipe))}")
-    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-        return None
-    kinds = [t for t in typing.get_args(hints[name]) if t is not type(None)] or [hints[name]]
-    kind = kinds[0]
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if str(value).lower() in ("1", "true", "yes", "on"):
-            return True
-        if str(value).lower() in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} takes true/false, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # YAML's `warmup_epochs: 1` is 1.0, as `--warmup-epochs 1` is
     try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} takes a {kind.__name__}, got {value!r}") from None
+        return parse_value(hints[name], value, name)
+    except ValueError:
+        kind = next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
+        expected = "true/false" if kind is bool else f"a {kind.__name__}"
+        raise ValueError(f"{name} takes {expected}, got {value!r}") from None
 
 
 def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = None) -> Recipe:
@@ -135,12 +126,8 @@ def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = 
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe file must be a mapping of field: value")
     values.update(overrides or {})
-    return Recipe(**{k: coerce(k, v) for k, v in values.items()}).validate()
+    return Recipe(**{k: _field_value(k, v) for k, v in values.items()}).validate()
 
 
 def save_config(recipe: Recipe, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({**recipe.to_dict(), **(extra or {})}, sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump({**recipe.to_dict(), **(extra or {})}, sort_keys=False))
