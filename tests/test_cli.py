@@ -55,12 +55,12 @@ def test_console_script_demo(tmp_path):
 
 def test_demo_picks_the_best_real_dataset(tmp_path, monkeypatch):
     import rexnet.train.data as data
-    from rexnet.cli import demo_search_data
+    from rexnet.train.data import best_real_dataset
 
-    assert demo_search_data("some/cifar.zip") == "some/cifar.zip"
+    assert best_real_dataset("some/cifar.zip") == "some/cifar.zip"
     monkeypatch.setenv("REXNET_DATA", str(tmp_path))
     (tmp_path / "cifar-10-batches-py").mkdir()
-    assert demo_search_data("auto") == "cifar10"                       # present
+    assert best_real_dataset("auto") == "cifar10"                      # present
     (tmp_path / "cifar-10-batches-py").rmdir()
 
     def offline(*a, **k):
@@ -69,6 +69,6 @@ def test_demo_picks_the_best_real_dataset(tmp_path, monkeypatch):
     debian = tmp_path / "debian-fashion-mnist"
     monkeypatch.setitem(data.LOCAL_SOURCES, "fashion-mnist", [debian])
     with pytest.raises(ValueError, match="dataset-fashion-mnist"):    # nothing real: say how to get it
-        demo_search_data("auto")
+        best_real_dataset("auto")
     debian.mkdir()
-    assert demo_search_data("auto") == "fashion-mnist"                 # offline fallback
+    assert best_real_dataset("auto") == "fashion-mnist"                # offline fallback

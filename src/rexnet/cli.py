@@ -60,37 +60,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_search_data(choice: str) -> str:
-    """The best real dataset available for the demo's search: ``choice`` unless it is
-    ``auto``; else CIFAR-10 when present or downloadable, else Fashion-MNIST from the
-    Debian package.  Never synthetic data."""
-    import socket
-
-    from .train.data import LOCAL_SOURCES, TORCHVISION_DATASETS, DataError, build_dataset, default_data_root
-
-    if choice != "auto":
-        return choice
-    if (default_data_root() / TORCHVISION_DATASETS["cifar10"][2]).is_dir():
-        return "cifar10"
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(20)
-    try:
-        print("CIFAR-10 is not in the data root; trying to download it ...")
-        build_dataset("cifar10", "train", download=True)
-        build_dataset("cifar10", "val", download=True)
-        return "cifar10"
-    except (DataError, OSError) as e:
-        print(f"  no download ({str(e)[:120]}); falling back to Fashion-MNIST")
-    finally:
-        socket.setdefaulttimeout(old)
-    if any(p.is_dir() for p in LOCAL_SOURCES["fashion-mnist"]) or \
-            (default_data_root() / TORCHVISION_DATASETS["fashion-mnist"][2]).is_dir():
-        return "fashion-mnist"
-    raise ValueError("no real dataset for the demo's search: pass --search-data PATH (a CIFAR-10 image "
-                     "tree or zip), connect to the internet for CIFAR-10, or `apt-get install "
-                     "dataset-fashion-mnist`; or skip the search with --no-search")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     """The paper's study end to end at smoke scale: the zoo, the quick rank study, a
     smoke channel search and its report."""
@@ -127,8 +96,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.no_search:
         from .search.report import analyze
         from .search.runner import SearchSettings, run_search
+        from .train.data import best_real_dataset
 
-        data = demo_search_data(args.search_data)
+        data = best_real_dataset(args.search_data)
         print(f"\n== Section 4: channel-configuration search (smoke preset) on {data} ==")
         # two trials at once: measured 1.48x the trials/hour of one on 2 cores (README)
         workers = min(2, os.cpu_count() or 1)

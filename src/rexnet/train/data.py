@@ -28,7 +28,8 @@ from ..io import atomic_path
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
-           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "IMAGE_EXTENSIONS", "default_data_root"]
+           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "IMAGE_EXTENSIONS", "default_data_root",
+           "best_real_dataset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -298,6 +299,36 @@ def build_dataset(data: str, split: str, transform: Callable | None = None, root
         raise DataError(f"{path} has no {split}/ folder" + (" (nor test/)" if split == "val" else "")
                         + "; an image tree needs train/<class>/... and val/<class>/...")
     return ImageTree(path, name, transform, skip_bad=skip_bad)
+
+
+def best_real_dataset(choice: str = "auto", progress: Callable[[str], Any] | None = print) -> str:
+    """The best real dataset at hand: ``choice`` unless it is ``auto``; else CIFAR-10 when
+    present or downloadable (20 s socket timeout), else Fashion-MNIST from the Debian
+    package.  Never synthetic data; ``ValueError`` saying how to get some when none is there."""
+    import socket
+
+    if choice != "auto":
+        return choice
+    say = progress or (lambda msg: None)
+    if (default_data_root() / TORCHVISION_DATASETS["cifar10"][2]).is_dir():
+        return "cifar10"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)
+    try:
+        say("CIFAR-10 is not in the data root; trying to download it ...")
+        build_dataset("cifar10", "train", download=True)
+        build_dataset("cifar10", "val", download=True)
+        return "cifar10"
+    except (DataError, OSError) as e:
+        say(f"  no download ({str(e)[:120]}); falling back to Fashion-MNIST")
+    finally:
+        socket.setdefaulttimeout(old)
+    if any(p.is_dir() for p in LOCAL_SOURCES["fashion-mnist"]) or \
+            (default_data_root() / TORCHVISION_DATASETS["fashion-mnist"][2]).is_dir():
+        return "fashion-mnist"
+    raise ValueError("no real dataset for the demo's search: pass --search-data PATH (a CIFAR-10 image "
+                     "tree or zip), connect to the internet for CIFAR-10, or `apt-get install "
+                     "dataset-fashion-mnist`; or skip the search with --no-search")
 
 
 def balanced_subset(ds: Dataset, n: int | None) -> Dataset:
