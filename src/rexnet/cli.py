@@ -9,13 +9,10 @@ from . import __version__
 
 
 def _spec_from_arg(arg: str):
-    """A zoo name or a NetSpec file (.json / .yaml)."""
-    from .models.zoo import model_spec
-    from .spec import NetSpec
+    """The spec any way of naming a model gives, with its strides as designed."""
+    from .models.resolve import resolve_spec
 
-    if arg.endswith((".json", ".yaml", ".yml")):
-        return NetSpec.load(arg)
-    return model_spec(arg)
+    return resolve_spec(arg, stride_plan="imagenet")
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -63,21 +63,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _export_model(name: str, weights: str | None):
-    from .. import create_model
-    from ..models.build import Net
-    from ..models.weights import load_weights, read_spec
-    from ..spec import NetSpec
+    from ..models.resolve import create_model
+    from ..models.weights import read_spec
 
-    saved = read_spec(weights) if weights else None
-    if saved is not None:  # our checkpoints carry their spec (classes, stride plan): trust it
-        model = Net(saved)
-        load_weights(model, weights)
-        return model
-    if name.endswith((".json", ".yaml", ".yml")):
-        model = Net(NetSpec.load(name))
-        if weights:
-            load_weights(model, weights)
-        return model
+    if weights and read_spec(weights) is not None:  # our checkpoints carry their spec (classes, stride plan)
+        return create_model(weights)
     return create_model(name, weights=weights)
 
 
