@@ -116,7 +116,7 @@ def test_killed_process_resumes_to_the_same_metrics(tmp_path):
     args = [sys.executable, "-m", "rexnet.cli", "train", "--model", spec, "--data", str(CIFAR_ZIP),
             "--epochs", "3", "--train-subset", "200", "--val-subset", "100", "--batch-size", "32",
             "--lr-base-batch", "32", "--progress", "false", "--ckpt-every-steps", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
     proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

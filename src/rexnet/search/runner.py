@@ -2,7 +2,8 @@
 
 Local (default): ``workers`` threads each claim a trial from the store and run it in a
 fresh child process (a crash or leak stays inside one trial), with
-``cpu_count // workers`` torch threads.  Ray (``--ray`` or ``--ray-address``): the
+``cores // workers`` torch threads (cores: this process's CPU affinity, capped by
+``OMP_NUM_THREADS`` when set).  Ray (``--ray`` or ``--ray-address``): the
 driver claims trials and runs each as a Ray task with ``cpus_per_trial`` /
 ``gpus_per_trial`` resources; without an address it starts a local Ray instance and
 stops it at the end.  Either way the driver keeps the heartbeats of the trials in
@@ -163,6 +164,13 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def _cores() -> int:
+    """CPUs this process may use: its affinity, capped by OMP_NUM_THREADS when that is set."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    return min(n, int(omp)) if omp.isdigit() and int(omp) > 0 else n
+
+
 def _child(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, threads: int, result_file: Path) -> None:
     """Entry of a local trial process: the result (or the error) goes to a JSON file."""
     _exit_with_parent()
@@ -226,7 +234,7 @@ def _heartbeats(store: Store, inflight: dict[str, str], stop: threading.Event, e
 
 def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
     workers = max(1, s.workers)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, _cores() // workers)
     ctx = mp.get_context("spawn")
     inflight: dict[str, str] = {}
     stop = threading.Event()
