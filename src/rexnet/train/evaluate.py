@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -54,12 +54,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dist: D
     return {"loss": loss_sum / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n, "n": int(n)}
 
 
-def make_eval_loader(ds: Dataset, batch_size: int, dist: Dist, workers: int = 0) -> DataLoader:
+def make_eval_loader(ds: Dataset, batch_size: int, dist: Dist, workers: int = 0,
+                     collate: Callable | None = None) -> DataLoader:
     """Each process evaluates a contiguous shard."""
     n = len(ds)
     lo, hi = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
     return DataLoader(Subset(ds, range(lo, hi)), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=dist.device.type == "cuda")
+                      num_workers=workers, pin_memory=dist.device.type == "cuda", collate_fn=collate)
 
 
 def evaluate_checkpoint(model: str | None, weights: str | os.PathLike, data: str, *,

@@ -24,20 +24,16 @@ from typing import Any
 
 import torch
 import torch.distributed as tdist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..io import append_jsonl, read_jsonl, write_json, write_text
-from ..models.build import Net
-from ..models.resolve import create_model
-from ..models.weights import save_weights
 from ..spec import NetSpec
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data import IndexedDataset, SeededTransform, balanced_subset, build_dataset, build_transforms
 from .distributed import Dist, GlobalBatchSampler, setup_distributed
-from .evaluate import evaluate, make_eval_loader
+from .evaluate import make_eval_loader
 from .recipe import Recipe, save_config
+from .task import ClassificationTask, Task
 
 log = logging.getLogger("rexnet.train")
 
@@ -63,7 +59,7 @@ class RunState:
     epoch: int = 0
     step_in_epoch: int = 0
     global_step: int = 0
-    best_top1: float = -1.0
+    best_value: float = -1.0          # of the task's metric (val_top1 for classification)
     best_epoch: int = -1
     bad_epochs: int = 0
     ep_loss: float = 0.0
@@ -78,6 +74,8 @@ class RunState:
         return {k: v for k, v in dataclasses.asdict(self).items() if k.startswith("ep_")}
 
     def update(self, values: dict[str, Any]) -> None:
+        if "best_top1" in values:  # checkpoints written before the task interface
+            values = {**values, "best_value": values["best_top1"]}
         for k, v in values.items():
             if k in self.__dataclass_fields__:
                 setattr(self, k, v)
@@ -124,13 +122,21 @@ class _Metrics:
         return read_jsonl(self.path)
 
 
-def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_spec: dict, spec: NetSpec) -> None:
+def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Checkpoint identities agree: NetSpecs by their hash (names and notes aside), else exactly."""
+    try:
+        return NetSpec.from_dict(a).hash() == NetSpec.from_dict(b).hash()
+    except (ValueError, TypeError, KeyError):
+        return a == b
+
+
+def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_identity: dict, identity: dict) -> None:
     changed = {k for k, v in cfg.to_dict().items() if k in saved and saved[k] != v} - RESUMABLE_CHANGES
     if changed:
         diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}" for k in sorted(changed))
         raise ValueError(f"cannot resume: the run was started with other settings ({diffs}). Use the "
                          f"same settings, or a new --out directory")
-    if NetSpec.from_dict(saved_spec).hash() != spec.hash():
+    if not _same_network(saved_identity, identity):
         raise ValueError("cannot resume: the checkpoint's network differs from this model; use a new --out")
 
 
@@ -151,12 +157,17 @@ def _tensorboard(out: Path):
 
 
 class _Run:
-    """One training run's parts: data, model, optimiser, state, and the files in ``out``."""
+    """One training run's parts: the task's data and model, optimiser, state, and the files in ``out``."""
 
-    def __init__(self, cfg: Recipe, out: Path, spec: NetSpec | None, dist: Dist) -> None:
-        self.cfg, self.out, self.dist, self.device = cfg, out, dist, dist.device
+    def __init__(self, cfg: Recipe, out: Path, spec: NetSpec | None, dist: Dist, task: Task) -> None:
+        self.cfg, self.out, self.dist, self.device, self.task = cfg, out, dist, dist.device, task
         self.last = out / "last.pt"
-        self._build_data()
+        self.data = task.build_data(cfg, dist)
+        self.sampler = GlobalBatchSampler(len(self.data.train), cfg.batch_size, dist.world, dist.rank, cfg.seed)
+        self.loader_kw = dict(num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+                              persistent_workers=False, collate_fn=self.data.collate)
+        self.val_loader = make_eval_loader(self.data.val, max(cfg.batch_size // dist.world, 64), dist, cfg.workers,
+                                           collate=self.data.collate)
         self._build_model(spec)
         self.opt = torch.optim.SGD(_param_groups(self.core, cfg.weight_decay), lr=cfg.scaled_lr(),
                                    momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -169,41 +180,9 @@ class _Run:
             self.ema = ModelEmaV3(self.core, decay=cfg.ema_decay, device=self.device)
         self.state = RunState()
 
-    def _build_data(self) -> None:
-        cfg, dist = self.cfg, self.dist
-        train_tf = build_transforms(cfg.transform, cfg.input_size, True, auto_augment=cfg.auto_augment,
-                                    color_jitter=cfg.color_jitter, re_prob=cfg.re_prob, re_mode=cfg.re_mode,
-                                    crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
-        val_tf = build_transforms(cfg.transform, cfg.input_size, False, crop_pct=cfg.crop_pct,
-                                  interpolation=cfg.interpolation)
-        if cfg.download and dist.enabled and not dist.is_main:
-            dist.barrier()  # rank 0 downloads first
-        self.base_train = build_dataset(cfg.data, "train", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
-        self.base_val = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
-        if cfg.download and dist.enabled and dist.is_main:
-            dist.barrier()
-        self.classes = list(getattr(self.base_train, "classes", []) or [])
-        self.num_classes = cfg.num_classes or len(self.classes)
-        if self.num_classes < 2:
-            raise ValueError(f"{cfg.data}: found {self.num_classes} classes; a classifier needs at least 2")
-        self.seeded = SeededTransform(train_tf, cfg.seed)
-        self.train_ds = IndexedDataset(balanced_subset(self.base_train, cfg.train_subset), self.seeded,
-                                       cache=cfg.cache_images)
-        self.val_ds = IndexedDataset(balanced_subset(self.base_val, cfg.val_subset), val_tf, cache=cfg.cache_images)
-        self.sampler = GlobalBatchSampler(len(self.train_ds), cfg.batch_size, dist.world, dist.rank, cfg.seed)
-        self.loader_kw = dict(num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                              persistent_workers=False)
-        self.val_loader = make_eval_loader(self.val_ds, max(cfg.batch_size // dist.world, 64), dist, cfg.workers)
-
     def _build_model(self, spec: NetSpec | None) -> None:
         cfg = self.cfg
-        model = create_model(spec if spec is not None else cfg.model, num_classes=self.num_classes,
-                             input_size=cfg.input_size, stride_plan=cfg.stride_plan, drop_rate=cfg.dropout,
-                             drop_path_rate=cfg.drop_path, weights=cfg.weights,
-                             reset_classifier=cfg.reset_classifier)
-        if cfg.freeze_backbone:
-            for name, p in model.named_parameters():
-                p.requires_grad = name.startswith("head.")
+        model = self.task.build_model(cfg, self.data.num_classes, spec)
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -214,12 +193,13 @@ class _Run:
             net = nn.parallel.DistributedDataParallel(
                 net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.net = net
-        self.core: Net = net.module if self.dist.enabled else net  # type: ignore[assignment]
+        self.core: nn.Module = net.module if self.dist.enabled else net
+        self.identity = self.task.identity(self.core)
 
     # -- checkpoints ------------------------------------------------------------
     def resume(self) -> None:
         ck = load_checkpoint(self.last)
-        _check_resume(ck["config"], self.cfg, ck["spec"], self.core.spec)
+        _check_resume(ck["config"], self.cfg, ck["spec"], self.identity)
         if len(ck["per_rank"]) != self.dist.world:
             raise ValueError(f"cannot resume: the run had {len(ck['per_rank'])} processes, now {self.dist.world}")
         self.core.load_state_dict(ck["model"])
@@ -242,16 +222,14 @@ class _Run:
             return
         state = {"model": self.core.state_dict(), "optimizer": self.opt.state_dict(),
                  "scaler": self.scaler.state_dict(), "state": self.state.run_part(), "per_rank": per_rank,
-                 "config": self.cfg.to_dict(), "spec": self.core.spec.to_dict()}
+                 "config": self.cfg.to_dict(), "spec": self.identity}
         if self.ema is not None:
             state["ema"] = self.ema.module.state_dict()
         save_checkpoint(state, self.last)
 
-    def save_best(self, epoch: int, top1: float) -> None:
+    def save_best(self, epoch: int, value: float) -> None:
         best = self.ema.module if self.ema is not None else self.core
-        save_checkpoint({"model": best.state_dict(), "spec": self.core.spec.to_dict(), "epoch": epoch,
-                         "val_top1": top1}, self.out / "best.pt")
-        save_weights(best if isinstance(best, Net) else self.core, self.out / "best.safetensors")
+        self.task.save_best(best, self.identity, self.out, epoch, value)
 
     # -- one epoch ---------------------------------------------------------------
     def check_finite(self, sums: torch.Tensor) -> None:
@@ -270,18 +248,15 @@ class _Run:
 
     def train_epoch(self, epoch: int) -> str | None:
         """Train until the epoch ends or a stop is asked for; returns the stop's reason."""
-        cfg, st, dist, core = self.cfg, self.state, self.dist, self.core
-        self.seeded.epoch = epoch
+        cfg, st, dist, core, task = self.cfg, self.state, self.dist, self.core, self.task
+        task.set_epoch(epoch)
         if st.step_in_epoch == 0:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout, drop-path
             st.update(dict(ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0))
         self.sampler.set_epoch(epoch, st.step_in_epoch)
-        loader = DataLoader(self.train_ds, batch_sampler=self.sampler, **self.loader_kw,
+        loader = DataLoader(self.data.train, batch_sampler=self.sampler, **self.loader_kw,
                             generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        self.net.train()
-        if cfg.freeze_backbone:
-            core.stem.eval()
-            core.features.eval()
+        task.train_mode(self.net, cfg)
         # the epoch's loss and correct sums live on the device between checks (no per-step host sync)
         sums = torch.tensor([st.ep_loss, st.ep_correct], dtype=torch.float64, device=self.device)
         t0 = time.time()
@@ -295,28 +270,26 @@ class _Run:
             t0 = time.time()
 
         stopped = None
-        for x, y in loader:
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+        for batch in loader:
             lr = lr_at(st.global_step, cfg, self.steps_per_epoch)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            chunks = list(zip(x.chunk(cfg.accum_steps), y.chunk(cfg.accum_steps)))
-            for k, (xc, yc) in enumerate(chunks):
+            chunks = task.micro_batches(batch, cfg.accum_steps, self.device, cfg)
+            seen = 0
+            for k, (inputs, targets, n) in enumerate(chunks):
                 sync = k == len(chunks) - 1 or not dist.enabled
                 with self.net.no_sync() if not sync else contextlib.nullcontext():
                     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                        logits = self.net(xc)
-                        loss = F.cross_entropy(logits.float(), yc, label_smoothing=cfg.label_smoothing)
+                        loss, correct = task.loss(self.net, inputs, targets, cfg)
                     self.scaler.scale(loss / len(chunks)).backward()
-                sums += torch.stack([loss.detach().double() * len(yc), (logits.argmax(1) == yc).sum().double()])
+                sums += torch.stack([loss.detach().double() * n, correct.double()])
+                seen += n
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(core, step=st.global_step)
-            st.ep_seen += len(y)
+            st.ep_seen += seen
             st.global_step += 1
             st.step_in_epoch += 1
             checkpoint_now = cfg.ckpt_every_steps and st.global_step % cfg.ckpt_every_steps == 0
@@ -339,29 +312,34 @@ class _Run:
         return stopped
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Evaluate, update the best, and return the epoch's metrics row."""
-        cfg, st, dist = self.cfg, self.state, self.dist
+        """Evaluate and return the epoch's metrics row."""
+        cfg, st, dist, task = self.cfg, self.state, self.dist, self.task
         loss_sum, correct, seen = dist.sum([st.ep_loss, st.ep_correct, st.ep_seen])
         eval_model = self.ema.module if self.ema is not None else self.core
-        val = evaluate(eval_model, self.val_loader, self.device, dist, self.amp_dtype, cfg.channels_last)
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_top1": 100 * correct / max(seen, 1),
-               "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
-               "lr": lr_at(st.global_step, cfg, self.steps_per_epoch),
-               "images_per_s": seen / max(st.ep_time, 1e-9), "epoch_time_s": st.ep_time, "step": st.global_step}
-        if self.ema is not None:
-            raw = evaluate(self.core, self.val_loader, self.device, dist, self.amp_dtype, cfg.channels_last)
-            row.update(val_top1_raw=raw["top1"], val_loss_raw=raw["loss"])
+        val = task.evaluate(eval_model, self.val_loader, self.device, dist, self.amp_dtype, cfg)
+        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1)}
+        if task.accuracy:
+            row["train_top1"] = 100 * correct / max(seen, 1)
+        row.update(val)
+        row.update(lr=lr_at(st.global_step, cfg, self.steps_per_epoch),
+                   images_per_s=seen / max(st.ep_time, 1e-9), epoch_time_s=st.ep_time, step=st.global_step)
+        if self.ema is not None:  # the EMA is what is scored; the raw model is reported beside it
+            raw = task.evaluate(self.core, self.val_loader, self.device, dist, self.amp_dtype, cfg)
+            row.update({f"{k}_raw": v for k, v in raw.items()})
         return row
 
 
-def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume: bool = False) -> dict[str, Any]:
+def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume: bool = False,
+          task: Task | None = None) -> dict[str, Any]:
     """Train on ``cfg.data`` and return the summary; writes config.yaml, spec.json,
     metrics.jsonl, last.pt, best.pt / best.safetensors and summary.json into ``out_dir``.
 
     The network is ``spec`` when given (its classifier resized to the data's classes
     and the stride plan applied from ``cfg.input_size``), else ``cfg.model`` (a zoo
     name, NetSpec file or checkpoint), resolved by :func:`rexnet.create_model`.
+    ``task`` is what is trained (default: image classification).
     """
+    task = task or ClassificationTask()
     cfg.validate()
     if spec is not None:
         cfg = dataclasses.replace(cfg, model=spec.name)
@@ -371,7 +349,7 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         out.mkdir(parents=True, exist_ok=True)
     dist.barrier()
     torch.manual_seed(cfg.seed)
-    run = _Run(cfg, out, spec, dist)
+    run = _Run(cfg, out, spec, dist, task)
     st = run.state
     if resume and run.last.exists():
         run.resume()
@@ -381,9 +359,9 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         log.info("no checkpoint at %s: starting fresh", run.last)
     metrics = _Metrics(out / "metrics.jsonl", st.epoch, dist.is_main)
     if dist.is_main:
-        save_config(cfg, out / "config.yaml", {"num_classes_resolved": run.num_classes, "world_size": dist.world,
-                                               "classes": run.classes[:1000]})
-        run.core.spec.save(out / "spec.json")
+        save_config(cfg, out / "config.yaml", {"num_classes_resolved": run.data.num_classes,
+                                               "world_size": dist.world, "classes": run.data.classes[:1000]})
+        write_json(run.identity, out / "spec.json")
     writer = _tensorboard(out) if cfg.tensorboard and dist.is_main else None
 
     stopped = None
@@ -394,9 +372,9 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
             run.save_last()
             break
         row = run.end_epoch(epoch)
-        improved = row["val_top1"] > st.best_top1
+        improved = row[task.metric] > st.best_value
         if improved:
-            st.update(dict(best_top1=row["val_top1"], best_epoch=epoch, bad_epochs=0))
+            st.update(dict(best_value=row[task.metric], best_epoch=epoch, bad_epochs=0))
         else:
             st.bad_epochs += 1
         st.update(dict(epoch=epoch + 1, step_in_epoch=0))
@@ -406,22 +384,21 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
                 if k != "epoch":
                     writer.add_scalar(k, v, epoch)
         if dist.is_main:
-            log.info("epoch %d: train loss %.4f, val top-1 %.2f%%, top-5 %.2f%%, %.1f img/s", epoch,
-                     row["train_loss"], row["val_top1"], row["val_top5"], row["images_per_s"])
+            log.info("epoch %d: train loss %.4f, %s %.2f, %.1f img/s", epoch, row["train_loss"], task.metric,
+                     row[task.metric], row["images_per_s"])
         if improved and dist.is_main:  # best before last: a run killed between the two redoes this epoch
-            run.save_best(epoch, row["val_top1"])
+            run.save_best(epoch, row[task.metric])
         run.save_last()
         if cfg.early_stop_patience and st.bad_epochs >= cfg.early_stop_patience:
-            stopped = f"early stop: no better val top-1 for {st.bad_epochs} epochs"
+            stopped = f"early stop: no better {task.metric} for {st.bad_epochs} epochs"
             break
     rows = metrics.rows() if dist.is_main else []
-    summary = {"model": run.core.spec.name, "data": cfg.data, "epochs_done": st.epoch, "steps": st.global_step,
-               "best_val_top1": st.best_top1, "best_epoch": st.best_epoch,
-               "final": rows[-1] if rows else None, "stopped": stopped, "world_size": dist.world,
-               "wall_time_s": time.time() - t_start, "out": str(out),
-               "train_images": len(run.train_ds), "val_images": len(run.val_ds),
-               "bad_images_skipped": len(getattr(run.base_train, "bad_files", []))
-               + len(getattr(run.base_val, "bad_files", []))}
+    summary = {"model": run.identity.get("name", cfg.model), "data": cfg.data, "epochs_done": st.epoch,
+               "steps": st.global_step, "metric": task.metric, f"best_{task.metric}": st.best_value,
+               "best_epoch": st.best_epoch, "final": rows[-1] if rows else None, "stopped": stopped,
+               "world_size": dist.world, "wall_time_s": time.time() - t_start, "out": str(out),
+               "train_images": len(run.data.train), "val_images": len(run.data.val),
+               "bad_images_skipped": run.data.bad_images}
     if dist.is_main:
         write_json(summary, out / "summary.json")
     if writer is not None:
