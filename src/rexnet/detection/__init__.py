@@ -1,0 +1,1 @@
+"""Detection: torchvision detectors over ReXNet backbones, COCO data and metrics."""
