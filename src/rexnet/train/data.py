@@ -16,12 +16,12 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..io import atomic_path
 from ..models.build import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -29,8 +29,8 @@ from ..models.build import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
-           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "IMAGE_EXTENSIONS", "default_data_root",
-           "best_real_dataset"]
+           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "TorchvisionSet", "IMAGE_EXTENSIONS",
+           "default_data_root", "best_real_dataset"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -212,11 +212,56 @@ def _has_split(path: Path, split: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- torchvision sets
-TORCHVISION_DATASETS = {
-    "cifar10": ("CIFAR10", 10, "cifar-10-batches-py"),
-    "cifar100": ("CIFAR100", 100, "cifar-100-python"),
-    "mnist": ("MNIST", 10, "MNIST/raw"),
-    "fashion-mnist": ("FashionMNIST", 10, "FashionMNIST/raw"),
+class TorchvisionSet(NamedTuple):
+    """A dataset torchvision reads: its class, size, folder and how our splits map onto its own."""
+    cls: str                                      # the torchvision.datasets class
+    num_classes: int
+    folder: str                                   # what the class looks for under the data root
+    splits: dict[str, tuple[dict[str, Any], ...]]  # our split -> the class's keywords (several: concatenated)
+    needs: tuple[str, ...] = ()                   # modules the class imports to read its files
+    manual: str = ""                              # why and how to place the files by hand (no download)
+
+
+def _split_arg(train: str | Sequence[str], val: str, **extra: Any) -> dict[str, tuple[dict[str, Any], ...]]:
+    train = (train,) if isinstance(train, str) else tuple(train)
+    return {"train": tuple(dict(split=s, **extra) for s in train), "val": (dict(split=val, **extra),)}
+
+
+_TRAIN_FLAG = {"train": ({"train": True},), "val": ({"train": False},)}
+
+# The fine-grained sets of the paper's Section 5.3 follow the usual transfer protocol
+# (Kornblith et al., CVPR 2019): train on the official training images, with the official
+# validation images added where a set has them, and report on the official test split,
+# so our "val" is always the test split.  Tuning hyper-parameters instead wants the official
+# train split against the official val split (torchvision's classes with split="val").
+_CARS_BY_HAND = (
+    "torchvision cannot download Stanford Cars: its original URL is gone (see "
+    "https://github.com/pytorch/vision/issues/7545, whose comments point to copies). Place the "
+    "files by hand as stanford_cars/cars_train/*.jpg, stanford_cars/cars_test/*.jpg, "
+    "stanford_cars/cars_test_annos_withlabels.mat and stanford_cars/devkit/{cars_meta.mat, "
+    "cars_train_annos.mat} under the data root (no --download needed)")
+
+TORCHVISION_DATASETS: dict[str, TorchvisionSet] = {
+    "cifar10": TorchvisionSet("CIFAR10", 10, "cifar-10-batches-py", _TRAIN_FLAG),
+    "cifar100": TorchvisionSet("CIFAR100", 100, "cifar-100-python", _TRAIN_FLAG),
+    "mnist": TorchvisionSet("MNIST", 10, "MNIST/raw", _TRAIN_FLAG),
+    "fashion-mnist": TorchvisionSet("FashionMNIST", 10, "FashionMNIST/raw", _TRAIN_FLAG),
+    # train 75,750 / test 25,250 (no val split)
+    "food101": TorchvisionSet("Food101", 101, "food-101", _split_arg("train", "test")),
+    # train 8,144 / test 8,041 (no val split)
+    "stanford_cars": TorchvisionSet("StanfordCars", 196, "stanford_cars", _split_arg("train", "test"),
+                                    needs=("scipy",), manual=_CARS_BY_HAND),
+    # trainval 6,667 / test 3,333, the 100 variants
+    "fgvc_aircraft": TorchvisionSet("FGVCAircraft", 100, "fgvc-aircraft-2013b",
+                                    _split_arg("trainval", "test", annotation_level="variant")),
+    # train 1,020 + val 1,020 / test 6,149
+    "flowers102": TorchvisionSet("Flowers102", 102, "flowers-102", _split_arg(("train", "val"), "test"),
+                                 needs=("scipy",)),
+    # trainval 3,680 / test 3,669, the 37 breeds
+    "oxford_pets": TorchvisionSet("OxfordIIITPet", 37, "oxford-iiit-pet",
+                                  _split_arg("trainval", "test", target_types="category")),
+    # train 1,880 + val 1,880 / test 1,880 of partition 1 (of the ten published ones)
+    "dtd": TorchvisionSet("DTD", 47, "dtd/dtd", _split_arg(("train", "val"), "test", partition=1)),
 }
 
 
@@ -229,8 +274,7 @@ def _unpack_local_copy(name: str, root: Path) -> None:
     import gzip
     import shutil
 
-    _, _, folder = TORCHVISION_DATASETS[name]
-    target = root / folder
+    target = root / TORCHVISION_DATASETS[name].folder
     for source in LOCAL_SOURCES.get(name, []):
         files = sorted(source.glob("*-ubyte.gz")) if source.is_dir() else []
         if len(files) < 4:
@@ -245,38 +289,64 @@ def _unpack_local_copy(name: str, root: Path) -> None:
         return
 
 
-def _torchvision_dataset(name: str, train: bool, transform: Callable | None, root: Path,
+def _labels_of(ds: Dataset) -> list[int] | None:
+    """Every sample's label without decoding images (for class-balanced subsets)."""
+    if getattr(ds, "targets", None) is not None:
+        return [int(t) for t in ds.targets]
+    if getattr(ds, "_labels", None) is not None:  # Food101, FGVCAircraft, Flowers102, OxfordIIITPet, DTD
+        return [int(t) for t in ds._labels]
+    if getattr(ds, "_samples", None) is not None:  # StanfordCars: (path, label) pairs
+        return [int(t) for _, t in ds._samples]
+    return None
+
+
+def _torchvision_dataset(name: str, split: str, transform: Callable | None, root: Path,
                          download: bool) -> Dataset:
+    import importlib.util
+
     import torchvision.datasets as tvd
 
-    cls_name, _, folder = TORCHVISION_DATASETS[name]
-    cls = getattr(tvd, cls_name)
-    if not download and not (root / folder).is_dir():
+    entry = TORCHVISION_DATASETS[name]
+    cls = getattr(tvd, entry.cls)
+    where = root / entry.folder
+    if not download and not where.is_dir():
         _unpack_local_copy(name, root)
+    fetch = download and not entry.manual  # a set torchvision cannot download is looked for, not fetched
+    how = entry.manual or ("Run with --download true to fetch it (needs internet; `rexnet eval` takes a "
+                           "bare --download)")
+    missing = [m for m in entry.needs if importlib.util.find_spec(m) is None]
+    needs = (f"{name} needs {', '.join(missing)} to read its annotation files: pip install "
+             f"{' '.join(missing)} (or pip install 'rexnet[finegrained]')") if missing else ""
+    if needs and (fetch or where.is_dir()):  # else the missing files are said first, this after them
+        raise DataError(needs)
     try:
-        ds = cls(str(root), train=train, transform=transform, download=download)
+        parts = [cls(str(root), transform=transform, download=fetch, **kw) for kw in entry.splits[split]]
     except RuntimeError as e:
-        if download:
+        if fetch:
             raise DataError(f"could not download {name} into {root} ({e}). Offline? Copy the "
-                            f"files into {root / folder} by other means, or point --data at an "
+                            f"files into {where} by other means, or point --data at an "
                             f"image folder / zip") from None
-        raise DataError(f"{name} not found: expected its files under {root / folder}. Pass "
-                        f"--download to fetch it (needs internet), set --data-root (or "
-                        f"$REXNET_DATA) to a folder that holds it, or point --data at an "
-                        f"ImageFolder tree or zip") from None
+        raise DataError(f"{name} not found: expected its files under {where}. {how}. Or set --data-root "
+                        f"(or $REXNET_DATA) to a folder that holds it, or point --data at an "
+                        f"ImageFolder tree or zip" + (f". Also, {needs}" if needs else "")) from None
     except OSError as e:
         raise DataError(f"could not get {name} into {root}: {e}. Offline? Copy the files into "
-                        f"{root / folder} by other means") from None
-    ds.classes = list(getattr(ds, "classes", range(TORCHVISION_DATASETS[name][1])))
+                        f"{where} by other means") from None
+    ds = parts[0] if len(parts) == 1 else ConcatDataset(parts)
+    ds.classes = list(getattr(parts[0], "classes", None) or range(entry.num_classes))
+    labels = [_labels_of(p) for p in parts]
+    if getattr(ds, "targets", None) is None and all(lab is not None for lab in labels):
+        ds.targets = [t for lab in labels for t in lab]  # balanced_subset reads these
     return ds
 
 
 def build_dataset(data: str, split: str, transform: Callable | None = None, root: str | None = None,
                   download: bool = False, skip_bad: bool = False) -> Dataset:
-    """A dataset by name (``cifar10``, ``cifar100``, ``mnist``, ``fashion-mnist``) or by
-    path (an ImageFolder tree with ``train/`` and ``val/`` or ``test/``, or a zip of one).
+    """A dataset by name (a key of :data:`TORCHVISION_DATASETS`: ``cifar10``, ``food101``, ...)
+    or by path (an ImageFolder tree with ``train/`` and ``val/`` or ``test/``, or a zip of one).
 
-    ``split`` is ``train`` or ``val`` (``val`` reads ``test/`` where there is no ``val/``).
+    ``split`` is ``train`` or ``val`` (``val`` reads ``test/`` where there is no ``val/``; for
+    a named set, its table entry says which of its splits each one reads).
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -285,7 +355,7 @@ def build_dataset(data: str, split: str, transform: Callable | None = None, root
         tf = transform
         if gray and transform is not None:  # the models take 3 channels
             tf = lambda img, _t=transform: _t(img.convert("RGB"))  # noqa: E731
-        return _torchvision_dataset(data, split == "train", tf,
+        return _torchvision_dataset(data, split, tf,
                                     Path(root) if root else default_data_root(), download)
     path = Path(data)
     if not path.exists():
@@ -309,7 +379,7 @@ def best_real_dataset(choice: str = "auto", progress: Callable[[str], Any] | Non
     if choice != "auto":
         return choice
     say = progress or (lambda msg: None)
-    if (default_data_root() / TORCHVISION_DATASETS["cifar10"][2]).is_dir():
+    if (default_data_root() / TORCHVISION_DATASETS["cifar10"].folder).is_dir():
         return "cifar10"
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)
@@ -323,7 +393,7 @@ def best_real_dataset(choice: str = "auto", progress: Callable[[str], Any] | Non
     finally:
         socket.setdefaulttimeout(old)
     if any(p.is_dir() for p in LOCAL_SOURCES["fashion-mnist"]) or \
-            (default_data_root() / TORCHVISION_DATASETS["fashion-mnist"][2]).is_dir():
+            (default_data_root() / TORCHVISION_DATASETS["fashion-mnist"].folder).is_dir():
         return "fashion-mnist"
     raise ValueError("no real dataset for the demo's search: pass --search-data PATH (a CIFAR-10 image "
                      "tree or zip), connect to the internet for CIFAR-10, or `apt-get install "

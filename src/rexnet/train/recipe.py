@@ -16,7 +16,7 @@ from ..io import write_text
 __all__ = ["Recipe", "load_recipe", "RECIPES", "save_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-RECIPES = ("imagenet", "cifar")
+RECIPES = ("imagenet", "cifar", "finegrained")
 
 
 @dataclass
