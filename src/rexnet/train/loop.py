@@ -3,11 +3,12 @@ EMA, JSON-lines metrics, atomic resumable checkpoints.
 
 Determinism: the data order of epoch ``e`` is a permutation seeded by
 ``(seed, e)``; each global batch is cut into contiguous per-rank (or
-per-micro-batch) chunks; augmentation is seeded per sample; model randomness is
-reseeded per epoch and saved in mid-epoch checkpoints; the learning rate is a
-pure function of (step, recipe).  So a run killed at any moment and resumed
-gives the same metrics as one that was never stopped, and a 2-process DDP run
-equals a 1-process run with ``accum_steps=2`` (BN buffers and dropout masks aside).
+per-micro-batch) chunks; augmentation is seeded per sample; model randomness
+(dropout, drop-path, a detector's proposal sampling) is seeded per micro-batch from
+(seed, step, the micro-batch's index in the global batch); the learning rate is a
+pure function of (step, recipe).  So a run killed at any moment and resumed gives
+the same metrics as one that was never stopped, and a 2-process DDP run equals a
+1-process run with ``accum_steps=2`` (BN running statistics aside).
 """
 from __future__ import annotations
 
@@ -89,6 +90,10 @@ def lr_at(step: int, cfg: Recipe, steps_per_epoch: int) -> float:
         return base * (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, cfg.epochs * steps_per_epoch - warmup))
     return cfg.min_lr + (base - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _micro_batch_seed(seed: int, step: int, index: int) -> int:
+    return (seed * 1_000_003 + step * 1009 + index) % (2 ** 63)
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -251,7 +256,6 @@ class _Run:
         cfg, st, dist, core, task = self.cfg, self.state, self.dist, self.core, self.task
         task.set_epoch(epoch)
         if st.step_in_epoch == 0:
-            torch.manual_seed(cfg.seed * 1_000_003 + epoch * 1009 + dist.rank)  # dropout, drop-path
             st.update(dict(ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0))
         self.sampler.set_epoch(epoch, st.step_in_epoch)
         loader = DataLoader(self.data.train, batch_sampler=self.sampler, **self.loader_kw,
@@ -277,6 +281,8 @@ class _Run:
             chunks = task.micro_batches(batch, cfg.accum_steps, self.device, cfg)
             seen = 0
             for k, (inputs, targets, n) in enumerate(chunks):
+                # the same micro-batch draws the same random numbers in any process layout
+                torch.manual_seed(_micro_batch_seed(cfg.seed, st.global_step, dist.rank * len(chunks) + k))
                 sync = k == len(chunks) - 1 or not dist.enabled
                 with self.net.no_sync() if not sync else contextlib.nullcontext():
                     with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

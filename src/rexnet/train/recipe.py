@@ -102,11 +102,11 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _field_value(name: str, value: Any) -> Any:
+def _field_value(name: str, value: Any, cls: type = Recipe) -> Any:
     """A YAML or command-line value for field ``name``, parsed as its ``--flag`` would be."""
-    hints = typing.get_type_hints(Recipe)
+    hints = typing.get_type_hints(cls)
     if name not in hints:
-        raise ValueError(f"unknown recipe field {name!r}; known: {', '.join(f.name for f in fields(Recipe))}")
+        raise ValueError(f"unknown recipe field {name!r}; known: {', '.join(f.name for f in fields(cls))}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)  # YAML's `warmup_epochs: 1` is 1.0, as `--warmup-epochs 1` is
     try:
@@ -117,16 +117,18 @@ def _field_value(name: str, value: Any) -> Any:
         raise ValueError(f"{name} takes {expected}, got {value!r}") from None
 
 
-def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = None) -> Recipe:
-    """A preset (``imagenet``/``cifar``) or a YAML file, then ``overrides`` on top."""
-    path = CONFIG_DIR / f"{name_or_path}.yaml" if name_or_path in RECIPES else Path(name_or_path)
+def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = None, *,
+                cls: type = Recipe, presets: tuple[str, ...] = RECIPES) -> Recipe:
+    """A preset (one of ``presets``, from ``configs/``) or a YAML file, then ``overrides`` on top.
+    ``cls`` is the recipe dataclass (a task may extend :class:`Recipe` with its own fields)."""
+    path = CONFIG_DIR / f"{name_or_path}.yaml" if name_or_path in presets else Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"unknown recipe {name_or_path!r}: use one of {RECIPES} or a YAML file path")
+        raise ValueError(f"unknown recipe {name_or_path!r}: use one of {presets} or a YAML file path")
     values = yaml.safe_load(path.read_text()) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path}: a recipe file must be a mapping of field: value")
     values.update(overrides or {})
-    return Recipe(**{k: _field_value(k, v) for k, v in values.items()}).validate()
+    return cls(**{k: _field_value(k, v, cls) for k, v in values.items()}).validate()
 
 
 def save_config(recipe: Recipe, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
