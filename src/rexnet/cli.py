@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_commands(sub)
 
+    from .detection.cli import add_detect_commands
+
+    add_detect_commands(sub)
+
     d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
     d.add_argument("--out", default="out")
     d.add_argument("--runs", type=int, default=10)

@@ -1,0 +1,53 @@
+"""The detection recipe: a classification :class:`Recipe` plus what a detector needs (no torch import)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..train.recipe import Recipe, load_recipe
+
+__all__ = ["DetectionRecipe", "DETECTION_RECIPES", "CLASSIFICATION_ONLY", "load_detection_recipe", "coco_paths"]
+
+DETECTION_RECIPES = ("coco", "coco128")
+
+
+@dataclass
+class DetectionRecipe(Recipe):
+    """A classification recipe plus what a detector needs.  ``model`` is the backbone
+    (zoo name, NetSpec file, our checkpoint, ``timm:NAME`` or ``torchvision:NAME``),
+    ``weights`` its checkpoint (any format we load), ``data`` a COCO-format root
+    (``train2017/``, ``val2017/``, ``annotations/instances_*.json``)."""
+    arch: str = "fasterrcnn_fpn"
+    train_ann: str | None = None       # default: DATA/annotations/instances_train2017.json
+    val_data: str | None = None        # default: DATA/val2017, else the training images (said in the log)
+    val_ann: str | None = None
+    min_size: int = 800                # the detector's resize (shorter side), as torchvision's models take it
+    max_size: int = 1333
+    train_sizes: tuple[int, ...] = ()  # multi-scale training: shorter sides to draw from (empty: none)
+    trainable_layers: int | None = None   # backbone stages that train (None: the detector's default)
+    frozen_bn: bool | None = None      # None: frozen when backbone weights are given
+    keep_empty: bool = False           # keep training images without annotations
+    with_masks: bool | None = None     # None: when the arch predicts masks
+
+    def validate(self) -> "DetectionRecipe":
+        super().validate()
+        if self.min_size < 32 or self.max_size < self.min_size:
+            raise ValueError(f"recipe: need 32 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        return self
+
+
+def load_detection_recipe(name_or_path: str = "coco128", overrides: dict[str, Any] | None = None) -> DetectionRecipe:
+    return load_recipe(name_or_path, overrides, cls=DetectionRecipe, presets=DETECTION_RECIPES)
+
+
+def coco_paths(root: str | Path, split: str, images: str | None = None, ann: str | None = None) -> tuple[Path, Path]:
+    """(image folder, instances JSON) of a COCO-layout root; explicit paths win."""
+    root = Path(root)
+    return (Path(images) if images else root / f"{split}2017",
+            Path(ann) if ann else root / "annotations" / f"instances_{split}2017.json")
+
+# Recipe fields a detector does not read (its own transform resizes; no label smoothing or dropout).
+CLASSIFICATION_ONLY = ("transform", "input_size", "auto_augment", "color_jitter", "re_prob", "re_mode", "crop_pct",
+                       "interpolation", "stride_plan", "freeze_backbone", "reset_classifier", "label_smoothing",
+                       "dropout", "drop_path", "cache_images")

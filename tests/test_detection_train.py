@@ -1,0 +1,97 @@
+"""Detection trains through the one training loop: exact resume, DDP equivalence, eval and predict,
+on real COCO128 images at a small input size."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rexnet.cli import main
+from rexnet.detection.recipe import load_detection_recipe
+from rexnet.detection.task import DetectionTask
+from rexnet.train.checkpoint import load_checkpoint
+from rexnet.train.loop import train
+from train_helpers import SHARED
+
+COCO128 = SHARED / "coco128"
+needs_coco = pytest.mark.skipif(not (COCO128 / "annotations").is_dir(), reason=f"COCO128 not found at {COCO128}")
+TIMING = {"images_per_s", "epoch_time_s"}
+SMALL = dict(min_size=96, max_size=128, batch_size=4, lr=0.01, lr_base_batch=4, train_subset=8, val_subset=4,
+             progress=False, seed=0)
+
+
+def _recipe(**kw):
+    return load_detection_recipe("coco128", {"data": str(COCO128), "model": "rexnet_lite_100", **SMALL, **kw})
+
+
+def _metrics(out: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+@needs_coco
+def test_detector_trains_and_resumes_to_the_same_metrics(tmp_path):
+    s = train(_recipe(epochs=2), tmp_path / "full", task=DetectionTask())
+    rows = _metrics(tmp_path / "full")
+    assert s["epochs_done"] == 2 and s["metric"] == "val_bbox_mAP" and len(rows) == 2
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
+    assert {"val_bbox_mAP", "val_bbox_AP50", "val_bbox_AP75", "val_bbox_AP_small"} <= set(rows[0])
+    assert "train_top1" not in rows[0]
+    cut = train(_recipe(epochs=2, stop_after_steps=3), tmp_path / "cut", task=DetectionTask())  # 2 steps an epoch
+    assert cut["stopped"] and load_checkpoint(tmp_path / "cut" / "last.pt")["state"]["step_in_epoch"] == 1
+    train(_recipe(epochs=2), tmp_path / "cut", resume=True, task=DetectionTask())
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "cut")
+    ck = load_checkpoint(tmp_path / "full" / "best.pt")
+    assert ck["spec"]["arch"] == "fasterrcnn_fpn" and ck["spec"]["num_classes"] == 91
+    with pytest.raises(ValueError, match="cannot resume.*arch"):
+        train(_recipe(epochs=2, arch="retinanet_fpn"), tmp_path / "full", resume=True, task=DetectionTask())
+
+
+@needs_coco
+def test_detect_commands_train_eval_and_predict(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["detect", "train", "--data", str(COCO128), "--model", "rexnet_lite_100", "--arch", "maskrcnn_fpn",
+                 "--epochs", "1", "--min-size", "96", "--max-size", "128", "--batch-size", "4", "--train-subset", "4",
+                 "--val-subset", "4", "--progress", "false", "--out", str(out)]) == 0
+    row = _metrics(out)[0]
+    assert "val_segm_mAP" in row and "val_bbox_mAP" in row      # Mask R-CNN is scored on masks too
+    assert main(["detect", "eval", "--weights", str(out / "best.pt"), "--data", str(COCO128), "--limit", "4",
+                 "--out", str(tmp_path / "eval.json")]) == 0
+    res = json.loads((tmp_path / "eval.json").read_text())
+    assert res["images"] == 4 and abs(res["val_bbox_mAP"] - row["val_bbox_mAP"]) < 1e-9
+    images = sorted((COCO128 / "train2017").glob("*.jpg"))[:2]
+    assert main(["detect", "predict", *map(str, images), "--weights", str(out / "best.pt"), "--score", "0",
+                 "--out", str(tmp_path / "pred")]) == 0
+    records = json.loads((tmp_path / "pred" / "detections.json").read_text())
+    assert [Path(r["image"]).name for r in records] == [p.name for p in images]
+    assert all((tmp_path / "pred" / f"{p.stem}.png").stat().st_size > 0 for p in images)
+    assert all(len(r["boxes"]) == len(r["scores"]) == len(r["labels"]) for r in records)
+    assert main(["detect", "train", "--data", str(COCO128), "--epochs", "x", "--out", str(tmp_path / "bad")]) == 2
+    assert "--epochs" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+@needs_coco
+def test_two_process_gloo_detection_equals_one_process_with_two_micro_batches(tmp_path):
+    common = ["-m", "rexnet.cli", "detect", "train", "--data", str(COCO128), "--model", "rexnet_lite_100",
+              "--epochs", "1", "--min-size", "96", "--max-size", "128", "--batch-size", "4", "--lr-base-batch", "4",
+              "--train-subset", "8", "--val-subset", "4", "--progress", "false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *common, "--out", str(tmp_path / "ddp")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = subprocess.run([sys.executable, *common, "--accum-steps", "2", "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = _metrics(tmp_path / "ddp")[0], _metrics(tmp_path / "one")[0]
+    assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+    wa = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    wb = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    for k in wa:
+        if "running_" not in k and "num_batches" not in k:
+            assert torch.allclose(wa[k], wb[k], atol=1e-4, rtol=1e-3), k
