@@ -51,9 +51,12 @@ class DetectionTask(Task):
         kw = {} if cfg.arch == "ssdlite320" else dict(min_size=cfg.min_size, max_size=cfg.max_size)
         self.config = dict(arch=cfg.arch, backbone=spec.to_dict() if spec is not None else cfg.model,
                            num_classes=num_classes, **kw)
-        return create_detector(cfg.arch, spec if spec is not None else cfg.model, num_classes=num_classes,
-                               backbone_weights=cfg.weights, trainable_layers=cfg.trainable_layers,
-                               frozen_bn=cfg.frozen_bn, **kw)
+        model = create_detector(cfg.arch, spec if spec is not None else cfg.model, num_classes=num_classes,
+                                backbone_weights=cfg.weights, trainable_layers=cfg.trainable_layers,
+                                frozen_bn=cfg.frozen_bn, **kw)
+        # as built (the default depends on the weights), so a checkpoint rebuilds it exactly
+        self.config["frozen_bn"] = any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.modules())
+        return model
 
     def identity(self, model: nn.Module) -> dict[str, Any]:
         return dict(self.config, classes=self.names,

@@ -128,11 +128,12 @@ class _Metrics:
 
 
 def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Checkpoint identities agree: NetSpecs by their hash (names and notes aside), else exactly."""
+    """Checkpoint identities agree: NetSpecs by their hash (names and notes aside), else on every
+    key both record (a description that gained a field still matches its older checkpoints)."""
     try:
         return NetSpec.from_dict(a).hash() == NetSpec.from_dict(b).hash()
     except (ValueError, TypeError, KeyError):
-        return a == b
+        return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
 def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_identity: dict, identity: dict) -> None:
