@@ -95,3 +95,13 @@ def test_two_process_gloo_detection_equals_one_process_with_two_micro_batches(tm
     for k in wa:
         if "running_" not in k and "num_batches" not in k:
             assert torch.allclose(wa[k], wb[k], atol=1e-4, rtol=1e-3), k
+
+
+def test_detect_bench_times_ours_against_torchvisions(tmp_path, capsys):
+    assert main(["detect", "bench", "ssdlite320:rexnet_lite_100", "tv:ssdlite320_mobilenet_v3_large", "--runs", "1",
+                 "--out", str(tmp_path / "b.json")]) == 0
+    rows = {r["detector"]: r for r in json.loads((tmp_path / "b.json").read_text())}
+    assert rows["tv:ssdlite320_mobilenet_v3_large"]["params_m"] == pytest.approx(3.44, abs=0.01)  # torchvision's
+    assert all(r["median_ms"] > 0 and r["gmacs"] > 0 for r in rows.values())
+    assert main(["detect", "bench", "tv:no_such_detector"]) == 2
+    assert "no builder" in capsys.readouterr().err
