@@ -188,8 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (torchrun for several processes or nodes)")
     t.add_argument("--model", required=True, help="zoo name or NetSpec file")
-    t.add_argument("--data", required=True, help="cifar10 | cifar100 | mnist | fashion-mnist | image tree | zip")
-    t.add_argument("--recipe", default="cifar", help="imagenet | cifar | path to a recipe YAML")
+    t.add_argument("--data", required=True, help="cifar10 | cifar100 | mnist | fashion-mnist | food101 | "
+                   "stanford_cars | fgvc_aircraft | flowers102 | oxford_pets | dtd | image tree | zip")
+    t.add_argument("--recipe", default="cifar", help="imagenet | cifar | finegrained | path to a recipe YAML")
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics, summary)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
