@@ -71,7 +71,7 @@ def main() -> None:
 
     model, ident = load_detector(out / "best.pt")
     images = [Path(args.data) / "train2017" / name for name in PICTURES]
-    predict_images(model, images, out / "predict", classes=ident["classes"], score=0.3)
+    predict_images(model, images, out / "predict", classes=ident["classes"], score=0.15)
     best = max(rows, key=lambda r: r["val_bbox_mAP"])
     print(f"{args.arch}: untrained box AP {untrained['val_bbox_mAP']:.2f}; trained best {best['val_bbox_mAP']:.2f} "
           f"(AP50 {best['val_bbox_AP50']:.2f}) at epoch {best['epoch'] + 1} of {len(rows)}; wrote {out}")
