@@ -111,18 +111,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from .flags import dataclass_overrides
-    from .train.loop import train
+    from .train.loop import summary_line, train
     from .train.recipe import Recipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_recipe(args.recipe, dataclass_overrides(args, Recipe, skip=("recipe",)))
     summary = train(cfg, args.out, resume=args.resume)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
-        final = summary["final"] or {}
-        print(f"{summary['model']} on {summary['data']}: {summary['epochs_done']} epochs, best val top-1 "
-              f"{summary['best_val_top1']:.2f}% (epoch {summary['best_epoch']}), last val top-1 "
-              f"{final.get('val_top1', float('nan')):.2f}%, {final.get('images_per_s', 0):.1f} img/s"
-              + (f"; {summary['stopped']}" if summary["stopped"] else ""))
+        print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
         if args.json:
             print(json.dumps(summary))

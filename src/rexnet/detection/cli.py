@@ -15,19 +15,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..flags import dataclass_overrides
-    from ..train.loop import train
+    from ..train.loop import summary_line, train
     from .recipe import CLASSIFICATION_ONLY, DetectionRecipe, load_detection_recipe
     from .task import DetectionTask
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = load_detection_recipe(args.recipe, dataclass_overrides(args, DetectionRecipe, skip=("recipe",) + CLASSIFICATION_ONLY))
-    summary = train(cfg, args.out, resume=args.resume, task=DetectionTask())
+    overrides = dataclass_overrides(args, DetectionRecipe, skip=("recipe",) + CLASSIFICATION_ONLY)
+    summary = train(load_detection_recipe(args.recipe, overrides), args.out, resume=args.resume, task=DetectionTask())
     if int(os.environ.get("RANK", "0")) == 0:
-        final = summary["final"] or {}
-        print(f"{summary['model']} on {summary['data']}: {summary['epochs_done']} epochs, best box mAP "
-              f"{summary['best_val_bbox_mAP']:.2f} (epoch {summary['best_epoch']}), last "
-              f"{final.get('val_bbox_mAP', float('nan')):.2f}, {final.get('images_per_s', 0):.2f} img/s"
-              + (f"; {summary['stopped']}" if summary["stopped"] else ""))
+        print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
 

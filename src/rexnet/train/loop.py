@@ -38,7 +38,7 @@ from .task import ClassificationTask, Task
 
 log = logging.getLogger("rexnet.train")
 
-__all__ = ["TrainingDiverged", "RunState", "train", "lr_at"]
+__all__ = ["TrainingDiverged", "RunState", "train", "lr_at", "summary_line"]
 
 # Fields that may change when a run is resumed; any other change is refused.  ``model`` is
 # only how the network was named: the spec's hash, checked separately, is its identity.
@@ -412,3 +412,12 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         writer.close()
     dist.barrier()
     return summary
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    """One line a person reads at the end of a run: best and last value of the task's metric."""
+    metric, final = summary["metric"], summary["final"] or {}
+    return (f"{summary['model']} on {summary['data']}: {summary['epochs_done']} epochs, best {metric} "
+            f"{summary[f'best_{metric}']:.2f} (epoch {summary['best_epoch']}), last "
+            f"{final.get(metric, float('nan')):.2f}, {final.get('images_per_s', 0):.1f} img/s"
+            + (f"; {summary['stopped']}" if summary["stopped"] else ""))
