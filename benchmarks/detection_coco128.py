@@ -30,6 +30,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128"
 SETTINGS = {
     "fasterrcnn_fpn": dict(min_size=224, max_size=320, epochs=9),
     "ssdlite320": dict(epochs=16, lr=0.15, lr_base_batch=64, weight_decay=4e-5),
+    "retinanet_fpn": dict(min_size=224, max_size=320, epochs=10, lr=0.01, lr_base_batch=16),
 }
 PICTURES = ("000000000009.jpg", "000000000025.jpg", "000000000030.jpg")
 
@@ -40,7 +41,7 @@ def main() -> None:
     p.add_argument("--data", default=str(SHARED))
     p.add_argument("--out", default=None)
     args = p.parse_args()
-    short = {"fasterrcnn_fpn": "fasterrcnn", "ssdlite320": "ssdlite"}[args.arch]
+    short = {"fasterrcnn_fpn": "fasterrcnn", "ssdlite320": "ssdlite", "retinanet_fpn": "retinanet"}[args.arch]
     out = Path(args.out or f"docs/detection/coco128_{short}")
     cfg = load_detection_recipe("coco128", dict(data=args.data, arch=args.arch, model="rexnet_100",
                                                 progress=False, **SETTINGS[args.arch]))
