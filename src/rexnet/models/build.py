@@ -9,6 +9,7 @@ import torch
 from timm.models._features import feature_take_indices
 from torch import nn
 
+from ..complexity import complexity
 from ..spec import NetSpec
 from .blocks import InvertedBottleneck
 from .layers import ConvBNAct
@@ -194,14 +195,7 @@ def pretrained_cfg(spec: NetSpec) -> dict:
                 interpolation="bicubic", crop_pct=1.0 if small else 0.875, crop_mode="center",
                 mean=CIFAR_MEAN if small else IMAGENET_MEAN, std=CIFAR_STD if small else IMAGENET_STD,
                 num_classes=spec.head.num_classes, first_conv="stem.conv", classifier="head.fc",
-                pool_size=(_final_size(spec),) * 2)
-
-
-def _final_size(spec: NetSpec) -> int:
-    size = spec.input_size
-    for s in [spec.stem.stride] + [b.stride for b in spec.blocks]:
-        size = (size - 1) // s + 1
-    return size
+                pool_size=(complexity(spec).layers[len(spec.blocks)].size_out,) * 2)  # stem, then blocks
 
 
 def _init_linear(fc: nn.Linear) -> None:

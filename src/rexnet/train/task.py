@@ -147,7 +147,6 @@ class ClassificationTask(Task):
         return {"val_loss": r["loss"], "val_top1": r["top1"], "val_top5": r["top5"]}
 
     def save_best(self, model: nn.Module, identity: dict[str, Any], out: Path, epoch: int, value: float) -> None:
-        save_checkpoint({"model": model.state_dict(), "spec": identity, "epoch": epoch, "val_top1": value},
-                        out / "best.pt")
+        super().save_best(model, identity, out, epoch, value)
         if hasattr(model, "spec"):  # a Net (an EMA copy is one too)
             save_weights(model, out / "best.safetensors")
