@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,34 @@ def test_detector_trains_and_resumes_to_the_same_metrics(tmp_path):
     assert ck["spec"]["arch"] == "fasterrcnn_fpn" and ck["spec"]["num_classes"] == 91
     with pytest.raises(ValueError, match="cannot resume.*arch"):
         train(_recipe(epochs=2, arch="retinanet_fpn"), tmp_path / "full", resume=True, task=DetectionTask())
+
+
+@needs_coco
+def test_killed_detection_run_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL mid-epoch (no clean stop): ``--resume`` continues from the last step checkpoint
+    and ends with the metrics of the run that was never stopped."""
+    args = [sys.executable, "-m", "rexnet.cli", "detect", "train", "--data", str(COCO128), "--model",
+            "rexnet_lite_100", "--epochs", "2", "--min-size", "96", "--max-size", "128", "--batch-size", "2",
+            "--lr-base-batch", "2", "--lr", "0.01", "--train-subset", "8", "--val-subset", "2", "--progress", "false",
+            "--ckpt-every-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if last.exists() and load_checkpoint(last)["state"]["global_step"] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = load_checkpoint(last)["state"]["global_step"]
+    assert 2 <= step < 8, step      # 4 steps an epoch: killed before the end
+    subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], check=True, env=env, capture_output=True,
+                   timeout=600)
+    assert _metrics(tmp_path / "full") == _metrics(tmp_path / "killed")
+    assert len(_metrics(tmp_path / "full")) == 2
 
 
 @needs_coco
@@ -105,3 +135,18 @@ def test_detect_bench_times_ours_against_torchvisions(tmp_path, capsys):
     assert all(r["median_ms"] > 0 and r["gmacs"] > 0 for r in rows.values())
     assert main(["detect", "bench", "tv:no_such_detector"]) == 2
     assert "no builder" in capsys.readouterr().err
+
+
+def test_recipe_sets_rcnn_training_samples_and_refuses_nonsense():
+    cfg = load_detection_recipe("coco128", {"data": str(COCO128)})
+    task = DetectionTask()
+    task.names = ["bg", "a"]
+    model = task.build_model(cfg, 2, None)
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == cfg.box_batch_size_per_image == 128
+    assert model.rpn._post_nms_top_n["training"] == 500 and model.rpn._pre_nms_top_n["training"] == 1000
+    assert model.rpn._post_nms_top_n["testing"] == 1000          # evaluation keeps torchvision's
+    assert "box_batch_size_per_image" not in task.identity(model)  # training-only: a checkpoint rebuilds without it
+    with pytest.raises(ValueError, match="box_batch_size_per_image must be a positive count"):
+        load_detection_recipe("coco128", {"box_batch_size_per_image": 0})
+    retina = load_detection_recipe("coco128", {"arch": "retinanet_fpn"})
+    assert DetectionTask._sampling(retina) == {}

@@ -10,6 +10,7 @@ from ..train.recipe import Recipe, load_recipe
 __all__ = ["DetectionRecipe", "DETECTION_RECIPES", "CLASSIFICATION_ONLY", "load_detection_recipe", "coco_paths"]
 
 DETECTION_RECIPES = ("coco", "coco128")
+RCNN_SAMPLING = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "box_batch_size_per_image")
 
 
 @dataclass
@@ -29,11 +30,19 @@ class DetectionRecipe(Recipe):
     frozen_bn: bool | None = None      # None: frozen when backbone weights are given
     keep_empty: bool = False           # keep training images without annotations
     with_masks: bool | None = None     # None: when the arch predicts masks
+    # R-CNN training samples (torchvision's defaults when None: 2000 / 2000 / 512); smaller
+    # halves a CPU step at small inputs, where RoIAlign's backward and the box head dominate
+    rpn_pre_nms_top_n_train: int | None = None
+    rpn_post_nms_top_n_train: int | None = None
+    box_batch_size_per_image: int | None = None
 
     def validate(self) -> "DetectionRecipe":
         super().validate()
         if self.min_size < 32 or self.max_size < self.min_size:
             raise ValueError(f"recipe: need 32 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        for name in RCNN_SAMPLING:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"recipe: {name} must be a positive count (or unset), got {getattr(self, name)}")
         return self
 
 

@@ -19,7 +19,7 @@ from ..train.recipe import Recipe
 from ..train.task import Task, TaskData
 from .data import CocoDetection, collate
 from .metrics import evaluate_detections, gather_detections
-from .recipe import DetectionRecipe, coco_paths
+from .recipe import RCNN_SAMPLING, DetectionRecipe, coco_paths
 
 __all__ = ["DetectionTask"]
 
@@ -53,10 +53,17 @@ class DetectionTask(Task):
                            num_classes=num_classes, **kw)
         model = create_detector(cfg.arch, spec if spec is not None else cfg.model, num_classes=num_classes,
                                 backbone_weights=cfg.weights, trainable_layers=cfg.trainable_layers,
-                                frozen_bn=cfg.frozen_bn, **kw)
+                                frozen_bn=cfg.frozen_bn, **kw, **self._sampling(cfg))
         # as built (the default depends on the weights), so a checkpoint rebuilds it exactly
         self.config["frozen_bn"] = any(type(m).__name__ == "FrozenBatchNorm2d" for m in model.modules())
         return model
+
+    @staticmethod
+    def _sampling(cfg: DetectionRecipe) -> dict[str, int]:
+        """The R-CNN training-sample counts the recipe sets (training only: not part of the identity)."""
+        if not cfg.arch.endswith("rcnn_fpn"):
+            return {}
+        return {k: getattr(cfg, k) for k in RCNN_SAMPLING if getattr(cfg, k) is not None}
 
     def identity(self, model: nn.Module) -> dict[str, Any]:
         return dict(self.config, classes=self.names,
