@@ -87,8 +87,7 @@ def evaluate_detector(path: str | os.PathLike, data: str, *, images: str | None 
         folder, ann_file = coco_paths(data, "train", images)
     ds = CocoDetection(folder, ann_file, train=False, skip_bad=skip_bad)
     dist = setup_distributed("auto")
-    task = DetectionTask()
-    task.val_set, task.masks = ds, ident["arch"].startswith("maskrcnn")
+    task = DetectionTask.scorer(ds, masks=ident["arch"].startswith("maskrcnn"))
     subset = torch.utils.data.Subset(ds, range(min(limit, len(ds)))) if limit else ds
     loader = make_eval_loader(subset, 2, dist, collate=collate)
     model.to(dist.device)

@@ -29,6 +29,13 @@ class DetectionTask(Task):
     metric = "val_bbox_mAP"
     accuracy = False
 
+    @classmethod
+    def scorer(cls, val_set: CocoDetection, masks: bool) -> "DetectionTask":
+        """A task that only evaluates (``evaluate``) on ``val_set``: what ``detect eval`` needs."""
+        task = cls()
+        task.val_set, task.masks = val_set, masks
+        return task
+
     def build_data(self, cfg: DetectionRecipe, dist: Dist) -> TaskData:
         masks = cfg.with_masks if cfg.with_masks is not None else cfg.arch.startswith("maskrcnn")
         images, ann = coco_paths(cfg.data, "train", None, cfg.train_ann)
