@@ -98,6 +98,32 @@ def _describe_iii(o: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+_MARK = {"holds": "+", "contradicted": "-", "inconclusive": "?", "n/a": "n/a"}  # per-nonlinearity verdicts
+
+
+def _describe_iii_gain(o: dict[str, Any] | None) -> list[str]:
+    """Observation (iii) as stated: the gain over the identity in a single conv minus that in an IB, paired."""
+    if o is None:
+        return ["- Not tested: needs the identity baseline, a nonlinearity, a single conv and an IB."]
+    blocks = ", ".join(f"{b} {_fmt_ci(p['est'], p['ci'])}" for b, p in o["per_block"].items())
+    c = o["counts"]
+    n = sum(c.values())
+    lines = [f"- Gain of the nonlinear activations (their mean) over the identity on the same network, 95% CI: "
+             f"{blocks}.",
+             "- Gain in the single conv minus gain in the IB, paired per network (same d_out, ratio and input; "
+             "mean over all ratios, at the smallest ratio in brackets); per nonlinearity "
+             f"{c['holds']}/{n} hold, {c['contradicted']}/{n} contradicted, {c['inconclusive']}/{n} inconclusive:"]
+    for p in o["pairs"]:
+        q = p["pooled"]
+        cells = ", ".join(f"{a} {_fmt_ci(s['est'], s['ci'])} [{s['at_min']:+.3f}] {_MARK[s['verdict']]}"
+                          for a, s in p["acts"].items())
+        small = f"; |effect| < {MIN_EFFECT:g}" if q["small"] and q["verdict"] != "inconclusive" else ""
+        lines.append(f"  - {p['a']} - {p['b']}: all nonlinearities {_fmt_ci(q['est'], q['ci'])} "
+                     f"[{q['at_min']:+.3f}] ({q['verdict']}{small}); {cells}")
+    lines.append("  (`+` holds: CI above 0; `-` contradicted: CI below 0; `?` inconclusive: CI holds 0.)")
+    return lines
+
+
 def _tol_text(res: Results) -> str:
     f32 = [m for m in res.cfg.measure_list if m.kind == "rank" and m.tol_label == "f32"]
     if not f32:
@@ -151,9 +177,15 @@ def _invariants_md(inv: dict[str, Any], res: Results) -> list[str]:
 
 def _verdict_table(obs: dict[str, dict[str, Any]]) -> list[str]:
     rows = [[m, o["i"]["verdict"], o["ii"]["verdict"] if o["ii"] else "not tested",
-             o["iii"]["verdict"] if o["iii"] else "not tested"] for m, o in obs.items()]
+             o["iii"]["verdict"] if o["iii"] else "not tested", _gain_verdict(o)] for m, o in obs.items()]
     return [markdown_table(["measure", "(i) expansion harms rank", "(ii) nonlinearities expand rank",
-                            "(iii) matters more in convs"], rows)]
+                            "(iii) matters more in convs (spread)",
+                            "(iii) as stated: gain over identity, conv - IB"], rows)]
+
+
+def _gain_verdict(o: dict[str, Any]) -> str:
+    """The verdict of observation (iii) as stated (gain over the identity, conv - IB, paired)."""
+    return o["iii_gain"]["verdict"] if o.get("iii_gain") else "not tested"
 
 
 def _overview(res: Results) -> list[str]:
@@ -230,7 +262,13 @@ def write_report(res: Results, out: str | os.PathLike, figures: dict[str, Path] 
               "`summary.md` (means and 95% CIs per ratio), `study.json` (every choice), one figure per measure.",
               ""]
     lines += ["## Verdicts", "", "Each observation as defined at the top of `src/rexnet/rank/results.py`; "
-              "\"partly\" means some of its parts hold (details per measure below).", ""]
+              "\"partly\" means some of its parts hold (details per measure below). Observation (iii) twice: "
+              "by the spread between nonlinearities, and as the paper states it (nonlinearities raise rank more in "
+              "single convs than in IBs): each nonlinearity's gain over the identity, single conv minus IB, paired "
+              "per network; per conv x IB pair the 95% CI of the mean over the nonlinearities gives \"holds\" "
+              "(above 0), \"contradicted\" (below 0) or \"inconclusive\" (holds 0), and the column shows the "
+              "pairs' common verdict, \"mixed\" when some hold and others are contradicted, \"partly holds\" / "
+              "\"partly contradicted\" beside inconclusive ones.", ""]
     lines += _verdict_table(obs) + [""]
     lines += ["## Where the curves are", ""] + _overview(res) + [""]
     lines += _what_it_shows(res, obs, inv)
@@ -250,6 +288,9 @@ def write_report(res: Results, out: str | os.PathLike, figures: dict[str, Path] 
                   f"{o['ii']['verdict'] if o['ii'] else 'not tested'}"] + _describe_ii(o["ii"], res.nonlinear()) + [""]
         lines += ["**(iii) The nonlinearity matters more after 1x1/3x3 convs than inside IBs** -- "
                   f"{o['iii']['verdict'] if o['iii'] else 'not tested'}"] + _describe_iii(o["iii"]) + [""]
+        lines += ["**(iii) as stated: nonlinearities raise rank more in 1x1/3x3 convs than in IBs (gain over the "
+                  f"identity, conv - IB, paired)** -- {_gain_verdict(o)}"]
+        lines += _describe_iii_gain(o.get("iii_gain")) + [""]
     return write_text(out / "report.md", "\n".join(lines) + "\n")
 
 
@@ -264,7 +305,8 @@ def _what_it_shows(res: Results, obs: dict[str, dict[str, Any]], inv: dict[str, 
         flat = [b for b in singles
                 if res.m(b, m)[res.ratio == lo][:, nl].mean() > 0.999]
         bits = [f"**{m}**: (i) {o['i']['verdict']}, (ii) {o['ii']['verdict'] if o['ii'] else 'n/a'}, "
-                f"(iii) {o['iii']['verdict'] if o['iii'] else 'n/a'}."]
+                f"(iii) {o['iii']['verdict'] if o['iii'] else 'n/a'} by the spread, "
+                f"{_gain_verdict(o)} as stated."]
         if flat:
             bits.append(f"Nonlinear {' and '.join(flat)} are (almost) full rank even at ratio {lo:g} "
                         f"(mean rank ratio > 0.999), so there is no expansion curve for single convs.")
@@ -337,7 +379,8 @@ def _compare_md(res: Results, obs: dict[str, dict[str, Any]], other_dir: Path) -
     for m in res.measures:
         if m not in other.measures:
             continue
-        v = lambda o: " / ".join((o[k]["verdict"] if o[k] else "n/a") for k in ("i", "ii", "iii"))  # noqa: E731
+        v = lambda o: " / ".join([(o[k]["verdict"] if o[k] else "n/a") for k in ("i", "ii", "iii")]  # noqa: E731
+                                 + [_gain_verdict(o)])
         tops = []
         for blk in res.blocks:
             if blk not in other.blocks:
@@ -348,7 +391,7 @@ def _compare_md(res: Results, obs: dict[str, dict[str, Any]], other_dir: Path) -
             changed += not same
             tops.append(f"{blk} {t1}" + ("" if same else f" -> **{t2}**"))
         rows.append([m, v(obs[m]), v(o_obs[m]), "; ".join(tops)])
-    lines.append(markdown_table(["measure", "verdicts here (i / ii / iii)", "verdicts there",
+    lines.append(markdown_table(["measure", "verdicts here (i / ii / iii spread / iii as stated)", "verdicts there",
                                  "top nonlinearity here -> there, per block"], rows))
     flips = []
     for m in res.measures:

@@ -13,6 +13,14 @@ intervals, computed the same way under every measure:
 (iii) *the nonlinearity matters more after 1x1/3x3 convs than inside IBs*: the
       spread (max - min over the nonlinear activations) of each network's rank
       ratio, compared between single convs and IBs.
+(iii) as stated (``iii_gain``): *nonlinearities raise rank more in 1x1/3x3
+      convs than in IBs*: per nonlinearity, its gain over the identity on the
+      same network (same weights and input) in a single conv minus that gain in
+      an IB with the same network index (same d_out, ratio d_in/d_out and input;
+      one expansion ratio per study), paired per network.  Its verdicts are
+      "holds" / "contradicted" when the 95% CI lies above / below zero and
+      "inconclusive" when it holds zero (no minimum effect; a significant effect
+      below ``MIN_EFFECT`` is flagged ``small``).
 
 Networks share their index (dimensions and input) across block types and
 their weights and input across activations, so differences between blocks or
@@ -328,6 +336,71 @@ def _matters(res: Results, measure: str, blocks: Sequence[str]) -> dict[str, Any
     return dict(per_block=per, pairs=pairs, verdict=_grade([[p["verdict"] for p in pairs]]))
 
 
+def _claim(est: float, ci: float) -> str:
+    """A directional claim's verdict: 'holds' / 'contradicted' when the 95% CI lies above / below zero,
+    'inconclusive' when it holds zero, 'n/a' without a CI (fewer than two networks)."""
+    if not math.isfinite(ci):
+        return "n/a"
+    if abs(est) < 1e-9:  # identical values up to float rounding of the averages
+        return "inconclusive"
+    if est - ci > 0:
+        return "holds"
+    return "contradicted" if est + ci < 0 else "inconclusive"
+
+
+def _overall(verdicts: Sequence[str]) -> str:
+    """One verdict from several: the common one when they agree, 'mixed' when some hold and others are
+    contradicted, else 'partly holds' / 'partly contradicted' beside inconclusive ones."""
+    v = set(verdicts) - {"n/a"}
+    if not v:
+        return "not tested"
+    if len(v) == 1:
+        return v.pop()
+    if {"holds", "contradicted"} <= v:
+        return "mixed"
+    return "partly holds" if "holds" in v else "partly contradicted"
+
+
+def _stat(d: np.ndarray, lo: np.ndarray) -> dict[str, Any]:
+    """Mean and 95% CI of paired differences ``d`` over all networks and at the smallest ratio (``lo``)."""
+    est, ci, n = mean_ci(d)
+    est_lo, ci_lo, _ = mean_ci(d[lo])
+    return dict(est=est, ci=ci, n=n, at_min=est_lo, ci_min=ci_lo, verdict=_claim(est, ci),
+                small=bool(math.isfinite(est) and abs(est) < MIN_EFFECT))
+
+
+def _gain_more_in_convs(res: Results, measure: str, blocks: Sequence[str]) -> dict[str, Any] | None:
+    """Observation (iii) as the paper states it: nonlinearities *raise* rank more in single convs than in IBs.
+
+    For network ``n`` and nonlinearity ``a``, ``gain_b[n, a] = rr[b, n, a] - rr[b, n, identity]`` (the same
+    weights and input with and without the nonlinearity) and the tested difference is
+    ``gain_conv[n, a] - gain_ib[n, a]``, paired on the network index, which the study shares across block
+    types (same d_out, ratio and input).  Per (conv, IB) pair: one comparison per nonlinearity and one of the
+    mean over the nonlinearities (``pooled``, which gives the pair's verdict).  ``None`` without the identity,
+    a nonlinearity, a single conv and an IB.
+    """
+    convs = [b for b in ("conv1x1", "conv3x3") if b in blocks]
+    ibs = [b for b in ("ib3x3", "ibdw") if b in blocks]
+    if "identity" not in res.acts or not res.nonlinear() or not convs or not ibs:
+        return None
+    idx, acts = res.acts.index("identity"), res.nonlinear()
+    nl = res.a(acts)
+    lo = res.ratio == res.ratios[0]
+    gain = {b: res.m(b, measure)[:, nl] - res.m(b, measure)[:, [idx]] for b in convs + ibs}  # (networks, acts)
+    per_block = {b: dict(zip(("est", "ci"), mean_ci(g.mean(axis=1))[:2])) for b, g in gain.items()}
+    pairs = []
+    for c in convs:
+        for i in ibs:
+            d = gain[c] - gain[i]
+            per_act = {a: _stat(d[:, k], lo) for k, a in enumerate(acts)}
+            pairs.append(dict(a=c, b=i, acts=per_act, pooled=_stat(d.mean(axis=1), lo)))
+    for p in pairs:
+        p["verdict"] = p["pooled"]["verdict"]
+    counts = {v: sum(s["verdict"] == v for p in pairs for s in p["acts"].values())
+              for v in ("holds", "contradicted", "inconclusive")}
+    return dict(per_block=per_block, pairs=pairs, counts=counts, verdict=_overall([p["verdict"] for p in pairs]))
+
+
 def _ordering(res: Results, measure: str, block: str) -> str:
     """Nonlinear activations by mean rank ratio; '>' where neighbours differ (paired CI, >= MIN_EFFECT), else '≈'."""
     mat = res.m(block, measure)
@@ -340,11 +413,12 @@ def _ordering(res: Results, measure: str, block: str) -> str:
 
 
 def observations(res: Results) -> dict[str, dict[str, Any]]:
-    """Observations (i)-(iii) and the activation ordering per block, for every measure."""
+    """Observations (i)-(iii), (iii) as stated (``iii_gain``) and the activation ordering per block, per measure."""
     out = {}
     for measure in res.measures:
         out[measure] = dict(i=_harm(res, measure, res.blocks), ii=_expand(res, measure, res.blocks),
                             iii=_matters(res, measure, res.blocks),
+                            iii_gain=_gain_more_in_convs(res, measure, res.blocks),
                             order={b: _ordering(res, measure, b) for b in res.blocks})
     return out
 
