@@ -319,7 +319,9 @@ def test_cli_runs_the_study_and_reports_user_errors(tmp_path, capsys):
                               "--blocks", "conv1x1,ibdw", "--acts", "identity,relu,silu", "--measures", "rank",
                               "--tols", "f32,1e-1", "--workers", "1", "--no-progress"])
     assert args.func(args) == 0
-    assert "8 networks computed" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "8 networks computed" in printed
+    assert "(iii) by spread" in printed and "as stated (gain over identity)" in printed
     assert (tmp_path / "s" / "report.md").is_file() and (tmp_path / "s" / "fig1_rank_1e-1.png").is_file()
     bad = parser.parse_args(["rank-study", "--out", str(tmp_path / "x"), "--ratios", "0.2,2"])
     with pytest.raises(ValueError, match="must lie in"):

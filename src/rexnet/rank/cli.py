@@ -34,8 +34,8 @@ def print_study(rep) -> None:
     paths = rep.paths
     print(f"wrote {run.csv_path}, {paths['summary_md'].name}, {paths['report'].name} and "
           f"{sum(k.startswith('fig:') for k in paths)} figures in {run.out}")
-    for m, (i, ii, iii) in rep.verdicts.items():
-        print(f"  {m:10s} (i) {i:14s} (ii) {ii:14s} (iii) {iii}")
+    for m, (i, ii, iii, gain) in rep.verdicts.items():
+        print(f"  {m:10s} (i) {i:14s} (ii) {ii:14s} (iii) by spread {iii:14s} as stated (gain over identity) {gain}")
 
 
 def cmd_rank_study(args: argparse.Namespace) -> int:

@@ -273,7 +273,8 @@ class StudyReport:
     """What :func:`run_and_report` did: the run, and for a complete study its files and verdicts."""
     run: StudyRun
     paths: dict[str, Path]  # summary_csv, summary_md, report, fig:<measure>; empty while incomplete
-    verdicts: dict[str, tuple[str, str, str]]  # measure -> verdicts of observations (i), (ii), (iii)
+    # measure -> verdicts of observations (i), (ii), (iii) by spread, (iii) as stated (gain over identity)
+    verdicts: dict[str, tuple[str, str, str, str]]
 
 
 def run_and_report(cfg: StudyConfig, out: str | os.PathLike, *, workers: int | None = None,
@@ -289,6 +290,7 @@ def run_and_report(cfg: StudyConfig, out: str | os.PathLike, *, workers: int | N
         return StudyReport(run, {}, {})
     paths = write_outputs(run.out, command=command_for(cfg, run.out), compare=compare)
     verdicts = {m: (o["i"]["verdict"], o["ii"]["verdict"] if o["ii"] else "not tested",
-                    o["iii"]["verdict"] if o["iii"] else "not tested")
+                    o["iii"]["verdict"] if o["iii"] else "not tested",
+                    o["iii_gain"]["verdict"] if o.get("iii_gain") else "not tested")
                 for m, o in observations(load_results(run.out)).items()}
     return StudyReport(run, paths, verdicts)
