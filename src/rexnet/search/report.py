@@ -2,12 +2,13 @@
 (``DIR/search.db`` through :class:`Store`), computes their numbers
 (:mod:`rexnet.search.stats`) and figures (:mod:`rexnet.search.plots`), and writes
 ``report.md`` (the paper's Fig. 2, Table 3 and Fig. 4, error EDFs, accuracy against the
-final features' rank, the linear vs stage-wise A/B, and how much of the ranking is
-repeat noise), ``analysis.json`` (every number), ``trials.csv`` (one row per trial,
+final features' rank (raw and width-normalised, with partial correlations), the groups'
+shape statistics and the sampled shape families, the linear vs stage-wise A/B with a 95%
+interval, and how much of the ranking is repeat noise, one-way and spec x seed),
+``analysis.json`` (every number), ``trials.csv`` (one row per trial,
 failed and unfinished ones included) and ``specs.csv`` (one row per spec)."""
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
@@ -15,18 +16,19 @@ from typing import Any, Sequence
 
 from ..io import write_csv, write_json, write_text
 from ..report import format_table
-from .plots import plot_edf, plot_fig2, plot_fig4, plot_rank
+from .plots import plot_edf, plot_fig2, plot_fig4, plot_rank, plot_shapes
 from .runner import DB_NAME
-from .stats import GROUP_RULE, GROUPS, analyze_search, fmt
+from .stats import GROUP_RULE, GROUPS, SHAPE_DESCRIPTIONS, SHAPE_STATS, analyze_search, fmt, trial_family
 from .store import Store
 
 __all__ = ["analyze"]
 
-CSV_COLUMNS = ("search", "key", "kind", "spec_hash", "repeat", "seed", "macs", "params", "best_val_top1",
-               "final_val_top1", "epochs_done", "wall_s", "nuclear_norm", "effective_rank", "widths",
-               "status", "error")
-SPEC_COLUMNS = ("search", "spec_hash", "kind", "n", "acc_mean", "acc_std", "macs", "params", "nuclear_norm",
-                "widths")
+RESULT_KEYS = ("test_top1", "best_val_top1", "final_val_top1", "epochs_done", "wall_s", "nuclear_norm",
+               "nuclear_norm_raw", "effective_rank")
+CSV_COLUMNS = ("search", "key", "kind", "family", "spec_hash", "repeat", "seed", "macs", "params", *RESULT_KEYS,
+               "widths", "status", "error")
+SPEC_COLUMNS = ("search", "spec_hash", "kind", "family", "n", "acc_mean", "acc_std", "macs", "params",
+                "nuclear_norm", "nuclear_norm_raw", *SHAPE_STATS, "widths")
 
 
 # -- loading and rows ----------------------------------------------------------------------
@@ -48,11 +50,10 @@ def _trial_rows(label: str, trials: list[dict[str, Any]]) -> list[dict[str, Any]
     rows = []
     for t in trials:
         res = t.get("result") or {}
-        rows.append(dict(search=label, key=t["key"], kind=t["kind"], spec_hash=t["spec_hash"], repeat=t["repeat"],
-                         seed=t["seed"], macs=t["macs"], params=t["params"], widths=_widths(t["widths"]),
-                         status=t["status"], error=(t.get("error") or "").strip(),
-                         **{k: res.get(k) for k in ("best_val_top1", "final_val_top1", "epochs_done", "wall_s",
-                                                    "nuclear_norm", "effective_rank")}))
+        rows.append(dict(search=label, key=t["key"], kind=t["kind"], family=trial_family(t), spec_hash=t["spec_hash"],
+                         repeat=t["repeat"], seed=t["seed"], macs=t["macs"], params=t["params"],
+                         widths=_widths(t["widths"]), status=t["status"], error=(t.get("error") or "").strip(),
+                         **{k: res.get(k) for k in RESULT_KEYS}))
     return rows
 
 
@@ -75,15 +76,180 @@ def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def _ci(ci: list[float] | None) -> str:
+    return "-" if ci is None else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    return ["```text", format_table(rows), "```", ""]
+
+
+def _shape_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> list[str]:
+    L = ["## Shape statistics of the groups", "",
+         "Per sampled model, on the widths normalised to u = (w - w_first) / (w_last - w_first) against "
+         "x = i / (depth - 1):", ""]
+    L += [f"- `{k}`: {SHAPE_DESCRIPTIONS[k]}" for k in SHAPE_STATS]
+    L += ["- `params`: the model's parameters (a budget confound, not a shape)", "",
+          "Each cell: the group's mean, and in brackets the two-sided permutation p-value of that mean against "
+          "the whole sample (random subsets of the group's size without replacement; permutations and seed in "
+          "analysis.json). Small p: the group differs from a random draw of the search in that statistic.", ""]
+    rows = []
+    for lab, a in results.items():
+        sh = a["shapes"]
+        if not sh["available"]:
+            continue
+        rows.append(dict(search=lab, group="all", n=a["n_samples"],
+                         **{c: fmt(sh["sample"][c], 0 if c == "params" else 3) for c in sh["stats"]}))
+        for g in GROUPS:
+            rows.append(dict(search=lab, group=g, n=sh[g]["n"],
+                             **{c: f"{fmt(sh[g]['mean'][c], 0 if c == 'params' else 3)} (p={fmt(sh[g]['p'][c], 3)})"
+                                for c in sh["stats"]}))
+    L += _table(rows) if rows else ["No sampled model is done.", ""]
+    for lab in results:
+        if figs["shapes"].get(lab):
+            L += [f"![{lab} shapes]({figs['shapes'][lab]})", ""]
+    return L
+
+
+def _family_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    L = ["## Shape families: how often sampled, how often in each group", "",
+         "The family the sampler drew each model from (`unknown`: the store predates families); `top`, `middle`, "
+         "`bottom`: how many of the group's models come from the family; then the family's mean accuracy and "
+         "shape statistics, which show how well the statistics separate the families.", ""]
+    rows = [dict(search=lab, family=r["family"], sampled=r["sampled"], share=fmt(r["share"], 3),
+                 **{g: r[g] for g in GROUPS}, acc=fmt(r["acc_mean"]),
+                 **{c: fmt(r["shape"][c], 3) for c in SHAPE_STATS})
+            for lab, a in results.items() for r in a["families"]["rows"]]
+    L += _table(rows) if rows else ["No sampled model is done.", ""]
+    unknown = [lab for lab, a in results.items() if a["n_samples"] and not a["families"]["known"]]
+    if unknown:
+        L += [f"No family recorded in {', '.join(unknown)} (a store written before the sampler recorded "
+              f"spec.meta.family).", ""]
+    return L
+
+
+def _confound(g: dict[str, Any]) -> str:
+    """The A/B's budget confounds, as the end of its sentence."""
+    why = (["more than 3% in params"] if g["confounded_by_params"] else []) + \
+          (["more than 1% in MACs"] if g.get("confounded_by_macs") else [])
+    return f" (and confounded: the references differ by {' and '.join(why)})." if why else "."
+
+
+def _ab_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    L = ["## Linear vs stage-wise reference (the paper's thesis as an A/B)", "",
+         "Both references are solved to the same budget; params are shown beside MACs because a params gap "
+         "confounds the comparison (`params_ratio` = linear / stage-wise; flagged when it is off 1 by more "
+         "than 3%, or the MACs by more than 1%). The percentile is among the sampled models (ties count half). "
+         "`gap` = linear minus stage-wise with its 95% interval: paired by seed (mean of per-seed differences "
+         "± t) when both have the same seeds, else Welch, else the pooled one-way repeat SD. Verdict on the "
+         "paper's claim "
+         "(linear is better): holds (interval above 0), contradicted (below 0), inconclusive (contains 0).", ""]
+    rows = []
+    for lab, a in results.items():
+        ref = a["references"]
+        row = dict(search=lab)
+        for kind, short in (("linear", "lin"), ("stagewise", "stg")):
+            r = ref[kind]
+            row[f"{short}_acc"] = _pm(r["acc_mean"], r["acc_std"]) if r else "not done"
+            row[f"{short}_mmacs"] = fmt(r["macs"] / 1e6) if r else "-"
+            row[f"{short}_params_m"] = fmt(r["params"] / 1e6, 3) if r else "-"
+            row[f"{short}_pct"] = fmt(r["percentile_among_samples"], 1) if r else "-"
+        g = ref.get("gap")
+        row.update(params_ratio=fmt(ref.get("params_ratio"), 3), gap=fmt(ref["diff_linear_minus_stagewise"]),
+                   ci95=_ci(g["ci95"]) if g else "-", verdict=g["verdict"] if g else "-")
+        rows.append(row)
+    L += _table(rows)
+    for lab, a in results.items():
+        g = a["references"].get("gap")
+        if not g:
+            continue
+        how = (f"{g['method']}, se {fmt(g['se'])} on {fmt(g['df'], 1)} df" if g["method"]
+               else "no interval: neither repeats of the references nor a repeat-noise estimate")
+        model = (f"; the two-way noise model's se of this gap is {fmt(g['se_two_way_model'])}"
+                 if g.get("se_two_way_model") is not None else "")
+        L += [f"- **{lab}**: gap {fmt(g['mean'])} points, 95% interval {_ci(g['ci95'])} ({how}{model}). "
+              f"**Verdict: {g['verdict']}**" + _confound(g)]
+    return L + [""]
+
+
+def _rank_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> list[str]:
+    L = ["## Accuracy vs nuclear norm of the final features", ""]
+    if figs.get("rank"):
+        L += ["Nuclear norm of the last block's output, mean over repeats, in two forms: `raw` = sum of singular "
+              "values / largest, `normalised` = raw / width. Pearson and Spearman with accuracy over the specs of "
+              "each search; `partial` = the correlation after removing from both the least-squares linear fit on "
+              "the final width and params (`partial_rho` the same on ranks); `rho_width` = Spearman of the "
+              "measure with the final width. A measure whose plain correlation vanishes under `partial` and "
+              "whose `rho_width` is near +-1 is a width artefact.", "",
+              f"![accuracy vs nuclear norm]({figs['rank']})", ""]
+        cols = (("pearson", "pearson"), ("spearman", "spearman"), ("partial", "partial_pearson"),
+                ("partial_rho", "partial_spearman"), ("rho_width", "spearman_vs_width"),
+                ("rho_params", "spearman_vs_params"))
+        rows = [dict(search=lab, measure=name, points=a["rank"][name]["points"],
+                     **{k: fmt(a["rank"][name].get(v), 3) for k, v in cols},
+                     note="" if a["rank"][name]["available"] else "not recorded")
+                for lab, a in results.items() for name in ("normalised", "raw")]
+        L += _table(rows)
+        no_raw = [lab for lab, a in results.items() if a["rank"]["available"] and not a["rank"]["raw"]["available"]]
+        if no_raw:
+            L += [f"The raw nuclear norm was not recorded in {', '.join(no_raw)} (a store written before trials "
+                  f"recorded nuclear_norm_raw); only the width-normalised one is reported there.", ""]
+    missing = [lab for lab, a in results.items() if not a["rank"]["available"]]
+    if missing:
+        L += [f"Rank measures were not recorded for {', '.join(missing)} (search run with rank_images = 0)"
+              + ("; plot skipped." if not figs.get("rank") else "."), ""]
+    return L
+
+
+def _noise_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    L = ["## Noise: repeats vs trials", "",
+         "Repeat r trains every spec with the same seed, so seed is a crossed factor. One-way: `within` = pooled "
+         "(RMS: sqrt of the df-weighted mean variance) SD across repeats of a spec, seed ignored; `between` = SD "
+         "of the spec means; `noise_share` = within-variance / repeats / between-variance. Two-way: the additive "
+         "model accuracy = spec + seed + residual on the largest complete spec x seed block; `resid` = residual "
+         "SD, `seed_sd` = SD of the seed effect (variance component), `noise_share` = residual variance / seeds "
+         "/ variance of the spec means (seed effects cancel when specs share seeds). `spearman_r0_r1` = rank "
+         "agreement of repeat 0 and repeat 1 across specs. The verdict uses the two-way share when it exists: "
+         ">= 0.5 mostly noise, >= 0.2 partly noise, else mostly signal.", ""]
+    rows = []
+    for lab, a in results.items():
+        nz = a["noise"]
+        if not nz["available"]:
+            continue
+        two = nz["two_way"]
+        rows.append(dict(search=lab, specs=nz["specs"], one_way_within=fmt(nz["within_std"]),
+                         between=fmt(nz["between_std"]), one_way_share=fmt(nz["noise_share"]),
+                         two_way_specs=f"{two['specs']} x {len(two['seeds'])}" if two["available"] else "-",
+                         dropped=two["dropped_specs"] if two["available"] else "-",
+                         resid=fmt(two.get("residual_sd")), seed_sd=fmt(two.get("seed_sd")),
+                         two_way_share=fmt(two.get("noise_share")), spearman_r0_r1=fmt(nz["spearman_r0_r1"])))
+    if rows:
+        L += _table(rows)
+    for lab, a in results.items():
+        nz = a["noise"]
+        if not nz["available"]:
+            L += [f"- **{lab}**: not measured: {nz['reason']}.", ""]
+            continue
+        two = nz["two_way"]
+        extra = (f" The two-way model uses {two['specs']} specs with every one of seeds {two['seeds']}"
+                 + (f" ({two['dropped_specs']} spec(s) with missing repeats left out)" if two["dropped_specs"] else "")
+                 + f"; seed effects {two['seed_effects']}." if two["available"] else f" Two-way: {two['reason']}.")
+        L += [f"- **{lab}**: {nz['pairs']} specs with repeats 0 and 1.{extra} **Verdict: {nz['verdict']}.**", ""]
+    return L
+
+
 # -- the report ----------------------------------------------------------------------------
 def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
     L: list[str] = ["# Channel-configuration search analysis", ""]
-    table = lambda rows: ["```text", format_table(rows), "```", ""]  # noqa: E731
     L += ["Files: [trials.csv](trials.csv) (one row per trial), [specs.csv](specs.csv) (one row per spec), "
           "[analysis.json](analysis.json) (every number below).", "",
-          "A spec's accuracy is the mean best validation top-1 over its done repeats; failed and unfinished "
-          "trials are excluded from every statistic.", "", "## Searches", ""]
-    L += table([dict(search=lab, dir=a["dir"], data=a["preset"].get("data"), epochs=a["preset"].get("epochs"),
+          "A spec's accuracy is the mean over its done repeats of the primary accuracy: `test_top1` (the full "
+          "10,000-image test set at the end of the trial) when every done trial of the search recorded it, else "
+          "`best_val_top1` (older stores). Failed and unfinished trials are excluded from every statistic.", ""]
+    L += [f"- **{lab}**: primary accuracy `{a['accuracy']['key']}`: {a['accuracy']['description']}."
+          for lab, a in results.items()]
+    L += ["", "## Searches", ""]
+    L += _table([dict(search=lab, dir=a["dir"], data=a["preset"].get("data"), epochs=a["preset"].get("epochs"),
                      repeats=a["preset"].get("repeats"), done=a["counts"]["done"], failed=a["counts"]["failed"],
                      unfinished=a["counts"]["pending"] + a["counts"]["running"], specs=a["n_specs"],
                      samples=a["n_samples"]) for lab, a in results.items()])
@@ -99,8 +265,9 @@ def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
                   f"groups overlap (the same model can be in two groups); read them as anecdotes.", ""]
 
     L += ["## Fig. 2: width per block of the top, middle and bottom models", "",
-          "Mean width per group (line), min-max over the group's models (band), the linear (ReXNet) and "
-          "stage-wise (MobileNetV2) references dashed.", ""]
+          "Mean width per group (line; the paper's colours: top red, middle blue, bottom green), ±1 std across "
+          "the group's models (error bars), min-max (band), the linear (ReXNet) and stage-wise (MobileNetV2) "
+          "references dashed.", ""]
     for lab in results:
         L += [f"![{lab}]({figs['fig2'][lab]})", ""]
 
@@ -109,10 +276,13 @@ def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
           "(intercept = fitted width of block 0). The paper's finding: the best models grow linearly "
           "(top R² close to 1). `model R²` is the mean of the per-model fits, which a mean of "
           "staircases cannot fake.", ""]
-    L += table([dict(search=lab, group=g, n=a["groups"][g]["n"], slope=fmt(a["groups"][g]["fit"]["slope"], 3),
+    L += _table([dict(search=lab, group=g, n=a["groups"][g]["n"], slope=fmt(a["groups"][g]["fit"]["slope"], 3),
                      intercept=fmt(a["groups"][g]["fit"]["intercept"], 2),
                      r2=fmt(a["groups"][g]["fit"]["r2"], 4), model_r2=fmt(a["groups"][g]["mean_model_r2"], 4))
                 for lab, a in results.items() for g in GROUPS if a["groups"][g]["n"]])
+
+    L += _shape_section(results, figs)
+    L += _family_section(results)
 
     L += ["## Table 3: accuracy and complexity per group", ""]
     rows = []
@@ -127,72 +297,31 @@ def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
             if ref:
                 rows.append(dict(search=lab, group=f"{kind} ref", n=1, acc=_pm(ref["acc_mean"], ref["acc_std"]),
                                  mmacs=fmt(ref["macs"] / 1e6), params_m=fmt(ref["params"] / 1e6, 3)))
-    L += table(rows) + ["`acc` = mean ± std over the group's models (reference rows: over repeats).", ""]
+    L += _table(rows) + ["`acc` = mean ± std over the group's models (reference rows: over repeats).", ""]
 
     L += ["## Best and worst configurations", ""]
-    L += table([dict(search=lab, which=w, kind=a[w]["kind"], acc=fmt(a[w]["acc_mean"]), repeats=a[w]["n"],
+    L += _table([dict(search=lab, which=w, kind=a[w]["kind"], family=a[w]["family"], acc=fmt(a[w]["acc_mean"]),
+                      repeats=a[w]["n"],
                      mmacs=fmt(a[w]["macs"] / 1e6), widths=_widths(a[w]["widths"]))
                 for lab, a in results.items() for w in ("best", "worst")])
 
-    L += ["## Linear vs stage-wise reference (the paper's thesis as an A/B)", "",
-          "Both references are solved to the same MACs budget; the percentile is among the sampled models "
-          "(ties count half).", ""]
-    rows = []
-    for lab, a in results.items():
-        ref = a["references"]
-        row = dict(search=lab)
-        for kind in ("linear", "stagewise"):
-            row[f"{kind}_acc"] = _pm(ref[kind]["acc_mean"], ref[kind]["acc_std"]) if ref[kind] else "not done"
-            row[f"{kind}_pct"] = fmt(ref[kind]["percentile_among_samples"], 1) if ref[kind] else "-"
-        row["linear_minus_stagewise"] = fmt(ref["diff_linear_minus_stagewise"])
-        rows.append(row)
-    L += table(rows)
-    for lab, a in results.items():
-        d, nz = a["references"]["diff_linear_minus_stagewise"], a["noise"]
-        if d is not None and nz.get("available") and nz["within_std"] is not None:
-            se = nz["within_std"] * math.sqrt(2 / max(1.0, nz["repeats_mean"]))   # std error of a difference
-            L += [f"- {lab}: the difference {d:+.2f} is {abs(d) / se:.1f}x its repeat-noise standard error "
-                  f"({se:.2f})" if se > 0 else f"- {lab}: no repeat noise measured"]
-    L += [""]
+    L += _ab_section(results)
 
     L += ["## Error EDFs", "", "pycls style: error = 100 - mean top-1 of each sampled model, sorted; "
           "y = fraction of models with at most that error.", "", f"![error EDF]({figs['edf']})", ""]
 
-    L += ["## Accuracy vs nuclear norm of the final features", ""]
-    if figs.get("rank"):
-        L += ["Normalised nuclear norm (sum of singular values / largest / width) of the last block's output, "
-              "mean over repeats; Pearson and Spearman over the specs of each search.", "",
-              f"![accuracy vs nuclear norm]({figs['rank']})", ""]
-        L += table([dict(search=lab, points=a["rank"]["points"], pearson=fmt(a["rank"]["pearson"], 3),
-                         spearman=fmt(a["rank"]["spearman"], 3)) for lab, a in results.items()])
-    missing = [lab for lab, a in results.items() if not a["rank"]["available"]]
-    if missing:
-        L += [f"Rank measures were not recorded for {', '.join(missing)} (search run with rank_images = 0)"
-              + ("; plot skipped." if not figs.get("rank") else "."), ""]
+    L += _rank_section(results, figs)
 
     L += ["## Fig. 4: top-group widths across searches", "",
           "Mean widths of each search's top group against block index / (depth - 1).", "",
           f"![top-group widths]({figs['fig4']})", ""]
 
-    L += ["## Noise: repeats vs trials", "",
-          "`within` = mean over specs of the std across repeats; `between` = std of the spec means; "
-          "`ratio` = within / between; `noise_share` = mean within-variance / repeats / between-variance, "
-          "the estimated part of the spread of spec means that is repeat noise; `spearman_r0_r1` = rank "
-          "agreement of repeat 0 and repeat 1 across specs. Verdict: noise_share >= 0.5 mostly noise, "
-          ">= 0.2 partly noise, else mostly signal.", ""]
-    for lab, a in results.items():
-        nz = a["noise"]
-        if not nz["available"]:
-            L += [f"- **{lab}**: not measured: {nz['reason']}.", ""]
-            continue
-        L += [f"- **{lab}**: within {fmt(nz['within_std'])}, between {fmt(nz['between_std'])}, ratio "
-              f"{fmt(nz['ratio'])}, noise_share {fmt(nz['noise_share'])}, spearman_r0_r1 "
-              f"{fmt(nz['spearman_r0_r1'])} ({nz['pairs']} specs). **Verdict: {nz['verdict']}.**", ""]
+    L += _noise_section(results)
 
     L += ["## Failed trials", ""]
     failed = [dict(search=lab, **f, error_line=(f["error"].splitlines() or [""])[-1][:120])
               for lab, a in results.items() for f in a["failed"]]
-    L += (table([{k: f[k] for k in ("search", "key", "kind", "repeat", "error_line")} for f in failed])
+    L += (_table([{k: f[k] for k in ("search", "key", "kind", "repeat", "error_line")} for f in failed])
           + ["Excluded from every statistic; `rexnet search run` on the same directory retries them."]
           if failed else ["None."])
     return "\n".join(L) + "\n"
@@ -216,9 +345,14 @@ def analyze(dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> dict[s
               out / "trials.csv", CSV_COLUMNS)
     write_csv([dict(x, search=lab, widths=_widths(x["widths"])) for lab, a in results.items() for x in a["specs"]],
               out / "specs.csv", SPEC_COLUMNS)
-    figs: dict[str, Any] = {"fig2": {}}
+    figs: dict[str, Any] = {"fig2": {}, "shapes": {}}
     for lab, a in results.items():
         figs["fig2"][lab] = plot_fig2(lab, a, out / f"fig2_{_slug(lab)}.png").name
+        shapes_png = out / f"shapes_{_slug(lab)}.png"
+        if a["n_samples"]:
+            figs["shapes"][lab] = plot_shapes(lab, a, shapes_png).name
+        else:
+            shapes_png.unlink(missing_ok=True)
     figs["edf"] = plot_edf(results, out / "error_edf.png").name
     figs["fig4"] = plot_fig4(results, out / "fig4_top_widths.png").name
     rank_png = out / "acc_vs_nuclear_norm.png"

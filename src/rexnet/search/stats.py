@@ -1,29 +1,60 @@
 """The numbers of a search analysis: per-spec aggregates, the top / middle / bottom
-groups and their linear fits, the linear vs stage-wise A/B, repeat noise, the rank
-correlation and error EDFs.  Pure numpy on the trial records of a
-:class:`~rexnet.search.store.Store`; no files, no matplotlib.
+groups with their linear fits and shape statistics (permutation-tested against the whole
+sample), the sampled shape families, the linear vs stage-wise A/B with a 95% interval,
+repeat noise (one-way and two-way spec x seed), the nuclear norm's correlations (raw and
+width-normalised, plain and partial) and error EDFs.  Pure numpy on the trial records of
+a :class:`~rexnet.search.store.Store`; no files, no matplotlib, no scipy.
 
-A spec's accuracy is the mean of ``best_val_top1`` over its done repeats.  Failed
-and unfinished trials never enter a statistic.
+A spec's accuracy is the mean over its done repeats of the *primary accuracy*
+(:func:`accuracy_key`): ``test_top1`` (the full test set at the end of the trial) when
+every done trial has it, else ``best_val_top1`` (stores written before the runner
+recorded ``test_top1``).  Failed and unfinished trials never enter a statistic.
 
-Group rule (:data:`GROUP_RULE`): the n sampled specs sorted by mean accuracy (ties by
-spec hash), ``k = max(1, floor(n/10 + 1/2))``; bottom = the k lowest, middle = the k
-starting at rank ``min(floor(n/2), n-k)`` from the lowest (the 50th-60th percentile),
-top = the k highest.  With ``n < 3k`` (fewer than 15 samples) the groups overlap.
+Group rule (:data:`GROUP_RULE`): the n sampled specs sorted by mean accuracy, best
+first (ties by spec hash), ``k = max(1, floor(n/10 + 1/2))``; top = the first k,
+middle = the k starting at 0-based rank ``min(floor(n/2), n-k)`` from the top (the
+paper's "between the top 50% and 60%": ranks 51-60 of 100), bottom = the last k.
+Small samples can make groups overlap; ``groups_overlap`` says when.
+
+Every pooled standard deviation is a root mean square (sqrt of the df-weighted mean
+variance), never a mean of SDs.
 """
 from __future__ import annotations
 
+import json
 import math
-from typing import Any, Sequence
+from collections import Counter
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["GROUP_RULE", "GROUPS", "analyze_search", "error_edf", "fmt"]
+__all__ = ["GROUP_RULE", "GROUPS", "SHAPE_STATS", "PERMUTATIONS", "accuracy_key", "trial_family", "shape_stats",
+           "split_groups", "permutation_pvalues", "one_way_noise", "two_way_noise", "gap_interval", "gap_verdict",
+           "partial_corr", "nuclear_correlations", "t975", "analyze_search", "error_edf", "fmt"]
 
-GROUP_RULE = ("sampled specs sorted by mean best_val_top1 over repeats (ties by spec hash); "
-              "k = max(1, floor(n/10 + 1/2)); bottom = the k lowest; middle = the k starting at rank "
-              "min(floor(n/2), n-k) from the lowest (50th-60th percentile); top = the k highest")
+GROUP_RULE = ("sampled specs sorted by mean accuracy over repeats, best first (ties by spec hash); "
+              "k = max(1, floor(n/10 + 1/2)); top = the first k; middle = the k starting at 0-based rank "
+              "min(floor(n/2), n-k) from the top (the paper's 'between the top 50% and 60%': ranks 51-60 of "
+              "100); bottom = the last k")
 GROUPS = ("top", "middle", "bottom")
+ACC_KEYS = ("test_top1", "best_val_top1")
+ACC_DESCRIPTIONS = {"test_top1": "top-1 on the full CIFAR test set (10,000 images) at the end of each trial",
+                    "best_val_top1": "best validation top-1 over the epochs of each trial (the store predates "
+                                     "test_top1; a maximum over epochs on a validation subset, so optimistic)"}
+# Shape statistics of one width vector (see shape_stats); each separates some shape families.
+SHAPE_STATS = ("chord_area", "max_step_share", "flat_share", "r2")
+SHAPE_DESCRIPTIONS = {
+    "chord_area": "signed area between the normalised widths and their chord (> 0 above the chord: concave, "
+                  "width early; < 0 below: convex, width late; 0 for a line)",
+    "max_step_share": "largest single step as a share of the total growth (1/(d-1) for a line; large for a "
+                      "staircase)",
+    "flat_share": "share of consecutive blocks with equal widths (0 for a line steeper than 1 channel per "
+                  "block; large for a staircase)",
+    "r2": "R² of the least-squares line of widths against the block index",
+}
+PERMUTATIONS = 10_000
+PERMUTATION_SEED = 0
+MIN_PARTIAL_POINTS = 5   # two controls and an intercept leave at least two degrees of freedom
 
 
 # -- small statistics (no scipy) -----------------------------------------------------------
@@ -49,7 +80,7 @@ def _ranks(xs: Sequence[float]) -> np.ndarray:
 
 def _pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+    if len(x) < 3 or x.std() < 1e-12 * max(1.0, abs(x).max()) or y.std() < 1e-12 * max(1.0, abs(y).max()):
         return None   # undefined for constants; meaningless for two points
     return float(np.corrcoef(x, y)[0, 1])
 
@@ -78,8 +109,58 @@ def _percentile(value: float, population: Sequence[float]) -> float | None:
     return 100.0 * below / len(population)
 
 
+def _rms(variances: Sequence[float], dfs: Sequence[float] | None = None) -> float:
+    """Pooled SD: sqrt of the (df-weighted) mean variance."""
+    w = np.ones(len(variances)) if dfs is None else np.asarray(dfs, float)
+    return float(math.sqrt(float(np.dot(w, variances)) / float(w.sum())))
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
+    tiny, h = 1e-300, 1.0
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 400):
+        for aa in (m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
+                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m))):
+            d = 1.0 + aa * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + aa / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betai(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta I_x(a, b)."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0 if x <= 0.0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t975(df: float) -> float:
+    """Student-t 97.5% quantile for any (also fractional, Welch) df > 0, by bisection on
+    the exact tail 0.5 * I_{df/(df+t²)}(df/2, 1/2) = 0.025."""
+    if not df > 0:
+        raise ValueError(f"t975 needs df > 0, got {df}")
+    lo, hi = 0.0, 1e4
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * _betai(df / 2, 0.5, df / (df + mid * mid)) > 0.025:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), nd)
 
 
 def fmt(x: float | None, nd: int = 2) -> str:
@@ -87,8 +168,49 @@ def fmt(x: float | None, nd: int = 2) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
 
 
-# -- per spec and per group ----------------------------------------------------------------
-def _aggregate(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+# -- one trial, one spec ---------------------------------------------------------------------
+def accuracy_key(trials: list[dict[str, Any]]) -> str:
+    """``test_top1`` when every done trial recorded it, else ``best_val_top1``."""
+    done = [t for t in trials if t["status"] == "done"]
+    return "test_top1" if done and all((t["result"] or {}).get("test_top1") is not None for t in done) \
+        else "best_val_top1"
+
+
+def trial_family(trial: Mapping[str, Any]) -> str:
+    """The shape family the sampler recorded in the spec's meta; ``unknown`` for stores
+    written before it did."""
+    spec = trial.get("spec")
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            return "unknown"
+    meta = spec.get("meta") if isinstance(spec, dict) else None
+    return str((meta or {}).get("family") or "unknown")
+
+
+def shape_stats(widths: Sequence[float]) -> dict[str, float]:
+    """Statistics of one width vector that separate shape families (:data:`SHAPE_DESCRIPTIONS`).
+    Widths are normalised to u_i = (w_i - w_0) / (w_last - w_0) on x_i = i / (d - 1), so
+    the chord is u = x; a shape that does not grow has area 0 and max step share 0."""
+    w = np.asarray(widths, float)
+    if len(w) < 2:
+        raise ValueError(f"shape statistics need at least two widths, got {list(widths)}")
+    steps = np.diff(w)
+    growth = float(w[-1] - w[0])
+    x = np.linspace(0.0, 1.0, len(w))
+    if growth > 0:
+        u = (w - w[0]) / growth
+        dev = u - x
+        area = float(((dev[1:] + dev[:-1]) / 2 * np.diff(x)).sum())   # trapezoid rule
+        max_share = float(steps.max() / growth)
+    else:
+        area, max_share = 0.0, 0.0
+    return dict(chord_area=area, max_step_share=max_share,
+                flat_share=float(np.mean(np.abs(steps) < 1e-9)), r2=_fit(w)["r2"])
+
+
+def _aggregate(trials: list[dict[str, Any]], acc_key: str) -> list[dict[str, Any]]:
     """One record per spec from its done repeats."""
     by: dict[str, list[dict[str, Any]]] = {}
     for t in trials:
@@ -97,24 +219,84 @@ def _aggregate(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
     specs = []
     for h, ts in by.items():
         ts.sort(key=lambda t: t["repeat"])
-        accs = [float(t["result"]["best_val_top1"]) for t in ts]
-        nuc = [t["result"]["nuclear_norm"] for t in ts if t["result"].get("nuclear_norm") is not None]
-        specs.append(dict(spec_hash=h, kind=ts[0]["kind"], widths=list(ts[0]["widths"]), macs=ts[0]["macs"],
-                          params=ts[0]["params"], n=len(ts), accs={t["repeat"]: a for t, a in zip(ts, accs)},
+        accs = [float(t["result"][acc_key]) for t in ts]
+        mean_of = lambda key: (float(np.mean(v)) if (v := [t["result"][key] for t in ts  # noqa: E731
+                                                           if t["result"].get(key) is not None]) else None)
+        specs.append(dict(spec_hash=h, kind=ts[0]["kind"], family=trial_family(ts[0]), widths=list(ts[0]["widths"]),
+                          macs=ts[0]["macs"], params=ts[0]["params"], n=len(ts),
+                          accs={t["repeat"]: a for t, a in zip(ts, accs)},
+                          by_seed={int(t["seed"]): a for t, a in zip(ts, accs)},
                           acc_mean=float(np.mean(accs)), acc_std=_std(accs),
-                          nuclear_norm=float(np.mean(nuc)) if nuc else None))
+                          nuclear_norm=mean_of("nuclear_norm"), nuclear_norm_raw=mean_of("nuclear_norm_raw"),
+                          shape=shape_stats(ts[0]["widths"])))
     return specs
 
 
-def _groups(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """See :data:`GROUP_RULE`."""
-    asc = sorted(samples, key=lambda s: (s["acc_mean"], s["spec_hash"]))
-    n = len(asc)
+# -- groups, shapes and families ------------------------------------------------------------
+def split_groups(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Top, middle and bottom groups, each best first (see :data:`GROUP_RULE`)."""
+    desc = sorted(samples, key=lambda s: (s["acc_mean"], s["spec_hash"]), reverse=True)
+    n = len(desc)
     if n == 0:
         return {g: [] for g in GROUPS}
     k = max(1, math.floor(n / 10 + 0.5))
     m = min(n // 2, n - k)
-    return dict(top=asc[n - k:][::-1], middle=asc[m:m + k][::-1], bottom=asc[:k][::-1])
+    return dict(top=desc[:k], middle=desc[m:m + k], bottom=desc[n - k:])
+
+
+def permutation_pvalues(values: np.ndarray | Sequence[float], members: Sequence[int], n_perm: int = PERMUTATIONS,
+                        seed: int = PERMUTATION_SEED) -> np.ndarray:
+    """Two-sided permutation p-value of the mean of ``values[members]`` against the whole
+    sample, per column: the share of ``n_perm`` random subsets of the same size (drawn
+    without replacement, fixed seed) whose mean is at least as far from the sample mean,
+    counted as (1 + hits) / (1 + n_perm)."""
+    v = np.asarray(values, float)
+    v = v[:, None] if v.ndim == 1 else v
+    n, k = len(v), len(members)
+    if not 0 < k <= n:
+        raise ValueError(f"permutation test needs 1..{n} members, got {k}")
+    idx = np.random.default_rng(seed).random((n_perm, n)).argsort(axis=1)[:, :k]
+    null = v[idx].mean(axis=1)                       # (n_perm, columns)
+    center = v.mean(axis=0)
+    obs = v[list(members)].mean(axis=0)
+    tol = 1e-9 * np.maximum(1.0, np.abs(v).max(axis=0))
+    hits = (np.abs(null - center) >= np.abs(obs - center) - tol).sum(axis=0)
+    return (1 + hits) / (1 + n_perm)
+
+
+def _shape_table(samples: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean shape statistics (and params) of the whole sample and of each group, with each
+    group's permutation p-value against the whole sample."""
+    cols = SHAPE_STATS + ("params",)
+    if not samples:
+        return dict(available=False, reason="no sampled model is done")
+    v = np.array([[s["shape"][c] for c in SHAPE_STATS] + [s["params"]] for s in samples], float)
+    pos = {s["spec_hash"]: i for i, s in enumerate(samples)}
+    out: dict[str, Any] = dict(available=True, stats=list(cols), permutations=PERMUTATIONS, seed=PERMUTATION_SEED,
+                               sample={c: _r(m, 4 if c != "params" else 0) for c, m in zip(cols, v.mean(axis=0))},
+                               sample_std={c: _r(s, 4 if c != "params" else 0)
+                                           for c, s in zip(cols, v.std(axis=0, ddof=1) if len(v) > 1 else
+                                                           [None] * len(cols))})
+    for g, members in groups.items():
+        idx = [pos[s["spec_hash"]] for s in members]
+        p = permutation_pvalues(v, idx)
+        out[g] = dict(n=len(idx), mean={c: _r(m, 4 if c != "params" else 0) for c, m in zip(cols, v[idx].mean(0))},
+                      p={c: _r(x, 4) for c, x in zip(cols, p)})
+    return out
+
+
+def _families(samples: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """How often each family was sampled, how often it lands in each group, and its mean
+    shape statistics and accuracy."""
+    sampled = Counter(s["family"] for s in samples)
+    rows = []
+    for fam, n in sorted(sampled.items(), key=lambda kv: (-kv[1], kv[0])):
+        mem = [s for s in samples if s["family"] == fam]
+        rows.append(dict(family=fam, sampled=n, share=_r(n / len(samples), 4),
+                         **{g: sum(s["family"] == fam for s in groups[g]) for g in GROUPS},
+                         acc_mean=_r(np.mean([s["acc_mean"] for s in mem])),
+                         shape={c: _r(np.mean([s["shape"][c] for s in mem])) for c in SHAPE_STATS}))
+    return dict(known=any(f != "unknown" for f in sampled), rows=rows)
 
 
 def _group_stats(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -123,36 +305,94 @@ def _group_stats(members: list[dict[str, Any]]) -> dict[str, Any]:
     w = np.array([s["widths"] for s in members], float)
     mean_w = w.mean(axis=0)
     accs = [s["acc_mean"] for s in members]
+    std_w = w.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(w.shape[1])
     return dict(n=len(members), members=[s["spec_hash"] for s in members],
+                families=[s["family"] for s in members],
                 acc_mean=_r(np.mean(accs)), acc_std=_r(_std(accs)),
                 macs_mean=_r(np.mean([s["macs"] for s in members]), 1),
                 params_mean=_r(np.mean([s["params"] for s in members]), 1),
-                mean_widths=[_r(v, 3) for v in mean_w], min_widths=w.min(axis=0).astype(int).tolist(),
-                max_widths=w.max(axis=0).astype(int).tolist(),
+                mean_widths=[_r(v, 3) for v in mean_w], std_widths=[_r(v, 3) for v in std_w],
+                min_widths=w.min(axis=0).astype(int).tolist(), max_widths=w.max(axis=0).astype(int).tolist(),
                 fit={k: _r(v) for k, v in _fit(mean_w).items()},
                 # the mean of per-model R²: a group mean of staircases can look straight
-                mean_model_r2=_r(np.mean([_fit(s["widths"])["r2"] for s in members])))
+                mean_model_r2=_r(np.mean([s["shape"]["r2"] for s in members])))
 
 
-# -- noise and the A/B ---------------------------------------------------------------------
+# -- noise ----------------------------------------------------------------------------------
+def one_way_noise(table: Mapping[str, Mapping[int, float]]) -> dict[str, Any] | None:
+    """Repeats as replicates within a spec (seed ignored), over the specs with >= 2 repeats:
+    pooled (RMS) within-spec SD, SD of the spec means, noise share = within-variance /
+    mean repeats / variance of the means.  None with fewer than two such specs."""
+    rows = [np.array(list(v.values()), float) for v in table.values() if len(v) >= 2]
+    if len(rows) < 2:
+        return None
+    within = _rms([float(np.var(r, ddof=1)) for r in rows], [len(r) - 1 for r in rows])
+    means = np.array([r.mean() for r in rows])
+    between = float(np.std(means, ddof=1))
+    r_mean = float(np.mean([len(r) for r in rows]))
+    share = within ** 2 / r_mean / between ** 2 if between > 0 else math.inf
+    return dict(specs=len(rows), repeats_mean=r_mean, within_std=within, between_std=between,
+                df=int(sum(len(r) - 1 for r in rows)), sem=within / math.sqrt(r_mean),
+                ratio=within / between if between > 0 else None, noise_share=share)
+
+
+def _complete_block(table: Mapping[str, Mapping[int, float]]) -> tuple[list[str], list[int]]:
+    """The specs and seeds of the largest complete spec x seed block: seeds taken in order
+    of how many specs have them, the count of seeds maximising cells (>= 2 specs, >= 2 seeds)."""
+    freq = Counter(s for v in table.values() for s in v)
+    order = [s for s, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))]
+    best: tuple[list[str], list[int]] = ([], [])
+    for r in range(2, len(order) + 1):
+        seeds = sorted(order[:r])
+        rows = [h for h, v in table.items() if all(s in v for s in seeds)]
+        if len(rows) >= 2 and len(rows) * r > len(best[0]) * len(best[1]):
+            best = (rows, seeds)
+    return best
+
+
+def two_way_noise(table: Mapping[str, Mapping[int, float]]) -> dict[str, Any] | None:
+    """Additive spec x seed model y = mu + a_spec + b_seed + e on the largest complete block
+    of the table (repeat r uses the same seed for every spec, so seed is a crossed factor).
+    Residual SD = sqrt(SS_res / ((I-1)(J-1))); seed SD = sqrt(max(0, (MS_seed - MS_res) / I))
+    (the seed variance component); noise share = residual variance / J / variance of the
+    spec means, the part of the spread of spec means (all over the same seeds, so seed
+    effects cancel in the ranking) that is noise.  None without a 2 x 2 complete block."""
+    rows, seeds = _complete_block(table)
+    if not rows:
+        return None
+    y = np.array([[table[h][s] for s in seeds] for h in rows], float)
+    n_spec, n_seed = y.shape
+    grand = y.mean()
+    spec_eff, seed_eff = y.mean(axis=1) - grand, y.mean(axis=0) - grand
+    resid = y - grand - spec_eff[:, None] - seed_eff[None, :]
+    df_res = (n_spec - 1) * (n_seed - 1)
+    ms_res = float((resid ** 2).sum() / df_res)
+    ms_seed = float(n_spec * (seed_eff ** 2).sum() / (n_seed - 1))
+    spec_var = float(np.var(y.mean(axis=1), ddof=1))
+    res_sd = math.sqrt(ms_res)
+    return dict(specs=n_spec, seeds=seeds, dropped_specs=len(table) - n_spec, df=df_res, residual_sd=res_sd,
+                seed_sd=math.sqrt(max(0.0, (ms_seed - ms_res) / n_spec)),
+                seed_effects={int(s): float(e) for s, e in zip(seeds, seed_eff)},
+                between_std=math.sqrt(spec_var), sem=res_sd / math.sqrt(n_seed),
+                noise_share=ms_res / n_seed / spec_var if spec_var > 0 else math.inf,
+                # the same table, one-way (seed ignored), for comparison on identical data
+                one_way_within_std=_rms([float(v) for v in np.var(y, axis=1, ddof=1)]))
+
+
 def _noise(specs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
-    """Repeat spread vs trial spread.  ``noise_share`` estimates the fraction of the
-    variance of the spec means (what the ranking sorts) that is repeat noise:
-    mean within-spec variance / repeats / variance of the means."""
-    multi = [s for s in specs if s["n"] >= 2]
+    """One-way and two-way repeat noise, and a verdict from the two-way model when it exists."""
     if max((s["n"] for s in specs), default=0) < 2:
         return dict(available=False, reason=f"needs >= 2 repeats per spec; every spec has at most 1 done "
                                             f"repeat (the preset asks for {repeats})")
-    if len(multi) < 2:
+    one = one_way_noise({s["spec_hash"]: s["by_seed"] for s in specs})
+    if one is None:
         return dict(available=False, reason="needs >= 2 specs with >= 2 done repeats")
-    within = float(np.mean([s["acc_std"] for s in multi]))
-    means = [s["acc_mean"] for s in multi]
-    between = float(np.std(means, ddof=1))
-    r_mean = float(np.mean([s["n"] for s in multi]))
-    within_var = float(np.mean([s["acc_std"] ** 2 for s in multi]))
-    share = within_var / r_mean / between ** 2 if between > 0 else math.inf
+    two = two_way_noise({s["spec_hash"]: s["by_seed"] for s in specs})
+    multi = [s for s in specs if s["n"] >= 2]
     pairs = [(s["accs"][0], s["accs"][1]) for s in multi if 0 in s["accs"] and 1 in s["accs"]]
     rho = _spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else None
+    model, share, sem = ("two-way", two["noise_share"], two["sem"]) if two else \
+        ("one-way", one["noise_share"], one["sem"])
     if share >= 0.5:
         verdict = ("mostly noise: repeat noise is at least half of the variance between spec means, so the "
                    "order of the sampled models is not trustworthy; add repeats, epochs or images")
@@ -161,56 +401,154 @@ def _noise(specs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
                    "models is not")
     else:
         verdict = "mostly signal: the ranking reflects real differences between the models at this scale"
-    sem = math.sqrt(within_var / r_mean)   # std error of one spec's mean accuracy
-    verdict += f"; gaps under 2 x the std error of a mean ({2 * sem:.2f} points) are within noise"
-    return dict(available=True, specs=len(multi), repeats_mean=_r(r_mean, 2), within_std=_r(within), sem=_r(sem),
-                between_std=_r(between), ratio=_r(within / between) if between > 0 else None,
-                noise_share=_r(share) if math.isfinite(share) else None, spearman_r0_r1=_r(rho),
-                pairs=len(pairs), verdict=verdict)
+    threshold = 2 * math.sqrt(2) * sem   # 2 x the std error of a difference of two spec means
+    verdict += (f" ({model} model); gaps between two spec means under {threshold:.2f} points (2 x the std error "
+                f"of their difference) are within noise")
+    return dict(available=True, pooling="rms", model=model, specs=one["specs"], repeats_mean=_r(one["repeats_mean"], 2),
+                within_std=_r(one["within_std"]), sem=_r(one["sem"]), between_std=_r(one["between_std"]),
+                ratio=_r(one["ratio"]), noise_share=_r(one["noise_share"]), df=one["df"],
+                spearman_r0_r1=_r(rho), pairs=len(pairs), threshold=_r(threshold), verdict=verdict,
+                two_way=dict(available=False, reason="needs a complete block of >= 2 specs x >= 2 seeds")
+                if two is None else dict(available=True, **{k: (_r(v) if isinstance(v, float) else v)
+                                                             for k, v in two.items() if k != "seed_effects"},
+                                         seed_effects={s: _r(e) for s, e in two["seed_effects"].items()}))
 
 
-def _ab(specs: list[dict[str, Any]], samples: list[dict[str, Any]]) -> dict[str, Any]:
+# -- the A/B --------------------------------------------------------------------------------
+def gap_interval(a: Mapping[int, float], b: Mapping[int, float], fallback_sd: float | None = None,
+                 fallback_df: float | None = None) -> dict[str, Any]:
+    """Mean of ``a`` minus mean of ``b`` (accuracies by seed) with a 95% t-interval: paired
+    by seed when both have the same >= 2 seeds; else Welch when both have >= 2 values; else
+    with a pooled repeat-noise SD (``fallback_sd`` on ``fallback_df`` degrees of freedom)."""
+    va, vb = np.array(list(a.values()), float), np.array(list(b.values()), float)
+    out: dict[str, Any] = dict(mean=float(va.mean() - vb.mean()) if len(va) and len(vb) else None)
+    if out["mean"] is None:
+        return dict(out, method=None, se=None, df=None, ci95=None)
+    if set(a) == set(b) and len(a) >= 2:
+        d = np.array([a[s] - b[s] for s in sorted(a)])
+        se, df, method = float(d.std(ddof=1) / math.sqrt(len(d))), float(len(d) - 1), "paired by seed"
+    elif len(va) >= 2 and len(vb) >= 2:
+        qa, qb = va.var(ddof=1) / len(va), vb.var(ddof=1) / len(vb)
+        se = float(math.sqrt(qa + qb))
+        df = float((qa + qb) ** 2 / (qa ** 2 / (len(va) - 1) + qb ** 2 / (len(vb) - 1))) if qa + qb > 0 else math.inf
+        method = "welch"
+    elif fallback_sd is not None and fallback_df:
+        se, df, method = fallback_sd * math.sqrt(1 / len(va) + 1 / len(vb)), float(fallback_df), "pooled noise"
+    else:
+        return dict(out, method=None, se=None, df=None, ci95=None)
+    half = (t975(df) if math.isfinite(df) else 1.959964) * se
+    return dict(out, method=method, se=se, df=df, ci95=[out["mean"] - half, out["mean"] + half])
+
+
+def gap_verdict(ci: list[float] | None) -> str:
+    """The paper's thesis (linear beats stage-wise) against the gap's 95% interval."""
+    if ci is None:
+        return "inconclusive"
+    return "holds" if ci[0] > 0 else "contradicted" if ci[1] < 0 else "inconclusive"
+
+
+def _ab(specs: list[dict[str, Any]], samples: list[dict[str, Any]], noise: dict[str, Any]) -> dict[str, Any]:
     pop = [s["acc_mean"] for s in samples]
+    refs = {kind: next((s for s in specs if s["kind"] == kind), None) for kind in ("linear", "stagewise")}
     out: dict[str, Any] = {}
-    for kind in ("linear", "stagewise"):
-        ref = next((s for s in specs if s["kind"] == kind), None)
+    for kind, ref in refs.items():
         out[kind] = None if ref is None else dict(
             spec_hash=ref["spec_hash"], acc_mean=_r(ref["acc_mean"]), acc_std=_r(ref["acc_std"]), n=ref["n"],
-            widths=ref["widths"], macs=ref["macs"], params=ref["params"],
+            seeds=sorted(ref["by_seed"]), widths=ref["widths"], macs=ref["macs"], params=ref["params"],
+            family=ref["family"], shape={k: _r(v) for k, v in ref["shape"].items()},
             percentile_among_samples=_r(_percentile(ref["acc_mean"], pop), 1))
-    both = out["linear"] and out["stagewise"]
-    out["diff_linear_minus_stagewise"] = _r(out["linear"]["acc_mean"] - out["stagewise"]["acc_mean"]) if both else None
+    lin, stg = refs["linear"], refs["stagewise"]
+    out["diff_linear_minus_stagewise"] = _r(lin["acc_mean"] - stg["acc_mean"]) if lin and stg else None
+    if not (lin and stg):
+        out["gap"] = None
+        return out
+    fb_sd, fb_df = (noise["within_std"], noise["df"]) if noise.get("available") else (None, None)
+    g = gap_interval(lin["by_seed"], stg["by_seed"], fb_sd, fb_df)
+    two = noise.get("two_way") or {}
+    se_model = (two["residual_sd"] * math.sqrt(1 / lin["n"] + 1 / stg["n"])
+                if two.get("available") and g["method"] == "paired by seed" else None)
+    out["params_ratio"] = _r(lin["params"] / stg["params"]) if stg["params"] else None
+    out["macs_ratio"] = _r(lin["macs"] / stg["macs"]) if stg["macs"] else None
+    off = lambda ratio, tol: bool(ratio is not None and abs(ratio - 1) > tol)  # noqa: E731
+    out["gap"] = dict(mean=_r(g["mean"]), method=g["method"], se=_r(g["se"]), df=_r(g["df"], 2),
+                      ci95=[_r(c) for c in g["ci95"]] if g["ci95"] else None, se_two_way_model=_r(se_model),
+                      verdict=gap_verdict(g["ci95"]), confounded_by_params=off(out["params_ratio"], 0.03),
+                      confounded_by_macs=off(out["macs_ratio"], 0.01))
     return out
+
+
+# -- the nuclear norm -----------------------------------------------------------------------
+def partial_corr(x: Sequence[float], y: Sequence[float], controls: Sequence[Sequence[float]]) -> float | None:
+    """Pearson correlation of ``x`` and ``y`` after removing from each its least-squares
+    linear fit on the ``controls`` (with an intercept).  None when fewer than
+    len(controls) + 3 points or a residual is constant."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if len(x) < len(controls) + 3:
+        return None
+    design = np.column_stack([np.ones(len(x))] + [np.asarray(c, float) for c in controls])
+    design = design / np.maximum(np.abs(design).max(axis=0), 1e-300)   # params ~1e6 next to widths ~1e2
+    res = lambda v: v - design @ np.linalg.lstsq(design, v, rcond=None)[0]  # noqa: E731
+    return _pearson(res(x), res(y))
+
+
+def nuclear_correlations(points: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Pearson / Spearman of accuracy with one nuclear-norm measure (``key``), the partial
+    correlations controlling the final width and params (on values and on ranks), and the
+    measure's Spearman with the final width (a width artefact shows as |rho| near 1)."""
+    pts = [p for p in points if p.get(key) is not None]
+    if len(pts) < 3:
+        return dict(available=False, points=len(pts),
+                    reason=f"{key} recorded for {len(pts)} spec(s); the store predates it or rank_images = 0")
+    m = [p[key] for p in pts]
+    acc = [p["acc_mean"] for p in pts]
+    width = [p["widths"][-1] for p in pts]
+    params = [p["params"] for p in pts]
+    ok = len(pts) >= MIN_PARTIAL_POINTS
+    return dict(available=True, points=len(pts), pearson=_r(_pearson(m, acc)), spearman=_r(_spearman(m, acc)),
+                partial_pearson=_r(partial_corr(m, acc, [width, params])) if ok else None,
+                partial_spearman=_r(partial_corr(_ranks(m), _ranks(acc), [_ranks(width), _ranks(params)]))
+                if ok else None,
+                spearman_vs_width=_r(_spearman(m, width)), spearman_vs_params=_r(_spearman(m, params)))
+
+
+def _rank(specs: list[dict[str, Any]]) -> dict[str, Any]:
+    norm = nuclear_correlations(specs, "nuclear_norm")
+    raw = nuclear_correlations(specs, "nuclear_norm_raw")
+    pts = [x for x in specs if x["nuclear_norm"] is not None]
+    return dict(available=bool(pts), points=len(pts), pearson=norm.get("pearson"), spearman=norm.get("spearman"),
+                controls=["final width", "params"], normalised=norm, raw=raw)
 
 
 # -- one search ----------------------------------------------------------------------------
 def analyze_search(s: dict[str, Any]) -> dict[str, Any]:
     """Every number of one loaded search (``dir``, ``name``, ``preset``, ``counts``, ``trials``)."""
-    specs = _aggregate(s["trials"])
+    acc_key = accuracy_key(s["trials"])
+    specs = _aggregate(s["trials"], acc_key)
     samples = [x for x in specs if x["kind"] == "sample"]
-    groups = _groups(samples)
+    groups = split_groups(samples)
     n, k = len(samples), len(groups["top"])
-    rank_pts = [x for x in specs if x["nuclear_norm"] is not None]
+    members = [set(x["spec_hash"] for x in m) for m in groups.values()]
     best = max(specs, key=lambda x: (x["acc_mean"], x["spec_hash"]))
     worst = min(specs, key=lambda x: (x["acc_mean"], x["spec_hash"]))
-    pick = lambda x: {key: x[key] for key in ("spec_hash", "kind", "acc_mean", "acc_std", "n", "macs",  # noqa: E731
-                                               "params", "widths")}
+    pick = lambda x: {key: x[key] for key in ("spec_hash", "kind", "family", "acc_mean", "acc_std",  # noqa: E731
+                                               "n", "macs", "params", "widths")}
     failed = [dict(key=t["key"], kind=t["kind"], repeat=t["repeat"], error=(t.get("error") or "").strip())
               for t in s["trials"] if t["status"] == "failed"]
     preset = s["preset"]
+    noise = _noise(specs, int(preset.get("repeats") or 1))
     return dict(
         dir=s["dir"], name=s["name"], preset=preset, counts=s["counts"], n_specs=len(specs), n_samples=n,
-        depth=len(specs[0]["widths"]), group_size=k, group_rule=GROUP_RULE, groups_overlap=n < 3 * k,
+        accuracy=dict(key=acc_key, description=ACC_DESCRIPTIONS[acc_key]),
+        depth=len(specs[0]["widths"]), group_size=k, group_rule=GROUP_RULE,
+        groups_overlap=sum(map(len, members)) > len(set().union(*members)),
         groups={g: _group_stats(m) for g, m in groups.items()},
-        references=_ab(specs, samples), best=pick(best), worst=pick(worst),
-        noise=_noise(specs, int(preset.get("repeats") or 1)),
-        rank=dict(available=bool(rank_pts), points=len(rank_pts),
-                  pearson=_r(_pearson([x["nuclear_norm"] for x in rank_pts], [x["acc_mean"] for x in rank_pts])),
-                  spearman=_r(_spearman([x["nuclear_norm"] for x in rank_pts], [x["acc_mean"] for x in rank_pts]))),
-        failed=failed,
-        specs=[dict(spec_hash=x["spec_hash"], kind=x["kind"], n=x["n"], acc_mean=_r(x["acc_mean"]),
-                    acc_std=_r(x["acc_std"]), macs=x["macs"], params=x["params"],
-                    nuclear_norm=_r(x["nuclear_norm"]), widths=x["widths"])
+        shapes=_shape_table(samples, groups), families=_families(samples, groups),
+        references=_ab(specs, samples, noise), best=pick(best), worst=pick(worst), noise=noise,
+        rank=_rank(specs), failed=failed,
+        specs=[dict(spec_hash=x["spec_hash"], kind=x["kind"], family=x["family"], n=x["n"],
+                    acc_mean=_r(x["acc_mean"]), acc_std=_r(x["acc_std"]), macs=x["macs"], params=x["params"],
+                    nuclear_norm=_r(x["nuclear_norm"]), nuclear_norm_raw=_r(x["nuclear_norm_raw"]),
+                    **{c: _r(x["shape"][c]) for c in SHAPE_STATS}, widths=x["widths"])
                for x in sorted(specs, key=lambda x: (-x["acc_mean"], x["spec_hash"]))])
 
 
