@@ -14,6 +14,7 @@ from typing import Sequence
 __all__ = [
     "make_divisible", "round_width", "round_widths",
     "linear", "rexnet_widths", "stagewise", "piecewise_linear",
+    "affine", "power_shape", "staircase_shape",
     "scale_depth", "ROUNDING_RULES",
 ]
 
@@ -126,6 +127,39 @@ def piecewise_linear(num_blocks: int, a: float, b: float,
         t = (i - xs[j]) / (xs[j + 1] - xs[j])
         out.append(a * (ys[j] + t * (ys[j + 1] - ys[j])) + b)
     return out
+
+
+def _check_shape(shape: Sequence[float]) -> None:
+    if any(y1 < y0 for y0, y1 in zip(shape, shape[1:])):
+        raise ValueError(f"a shape f must be non-decreasing (widths may not shrink), got {list(shape)}")
+
+
+def affine(shape: Sequence[float], a: float, b: float) -> list[float]:
+    """``c_i = a * f(i) + b`` for a shape ``f`` given per block (the search's
+    parameterisation for any shape family: lines, curves, staircases)."""
+    if a < 0:
+        raise ValueError(f"a must be >= 0 so widths grow with depth, got {a}")
+    _check_shape(shape)
+    return [a * float(y) + b for y in shape]
+
+
+def power_shape(num_blocks: int, power: float) -> list[float]:
+    """``f(i) = (i / (d-1)) ** power`` on blocks ``0 .. d-1``: 0 to 1, a straight line at
+    ``power == 1``, convex (output-heavy) above 1, concave (input-heavy) below."""
+    if num_blocks < 2:
+        raise ValueError(f"a shape needs at least 2 blocks, got {num_blocks}")
+    if power <= 0:
+        raise ValueError(f"power must be positive, got {power}")
+    return [(i / (num_blocks - 1)) ** power for i in range(num_blocks)]
+
+
+def staircase_shape(repeats: Sequence[int], levels: Sequence[float]) -> list[float]:
+    """A stage-wise shape: ``levels[k]`` for every block of stage ``k`` (flat inside a
+    stage, steps only at stage boundaries; equal neighbouring levels make a flat step)."""
+    if len(repeats) != len(levels):
+        raise ValueError(f"{len(levels)} levels for {len(repeats)} stages")
+    _check_shape(levels)
+    return stagewise(list(zip(levels, repeats)))
 
 
 # Stage plan of ReXNetV1 / MobileNetV2's 16 inverted bottlenecks after the first.
