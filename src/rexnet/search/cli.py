@@ -1,4 +1,5 @@
-"""``rexnet search run|status|analyze|presets``: argument parsing over :mod:`rexnet.search`."""
+"""``rexnet search run|status|analyze|presets|references|sample``: argument parsing over
+:mod:`rexnet.search`."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,8 @@ import json
 from ..flags import add_dataclass_flags, dataclass_overrides
 from .runner import SearchSettings
 
-__all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_analyze"]
+__all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_analyze",
+           "cmd_search_references", "cmd_search_sample"]
 
 
 def _hms(seconds: float | None) -> str:
@@ -78,11 +80,74 @@ def cmd_search_presets(args: argparse.Namespace) -> int:
     from .space import PRESETS
 
     rows = [dict(preset=name, data=p.data, depth=p.space.depth,
-                 mmacs=f"{p.space.lower_macs / 1e6:.0f}-{p.space.macs_max / 1e6:.0f}", pen=p.space.pen_chs,
+                 mmacs=f"{p.space.lower_macs / 1e6:.1f}-{p.space.macs_max / 1e6:.0f}",
+                 mparams=_bounds(p.space.params_min, p.space.params_max), pen=p.space.pen_chs,
                  trials=p.trials, epochs=p.epochs, repeats=p.repeats,
                  subset=f"{p.train_subset or 'all'}/{p.val_subset or 'all'}")
             for name, p in PRESETS.items()]
     print(format_table(rows))
+    return 0
+
+
+def _bounds(lo: float | None, hi: float | None) -> str:
+    """Params bounds in millions, e.g. ``0.240-0.400`` (``-`` for an open end)."""
+    return "-".join("" if v is None else f"{v / 1e6:.3f}" for v in (lo, hi)) if lo or hi else "none"
+
+
+def _candidate_record(c) -> dict:
+    return dict(kind=c.kind, family=c.family, spec_hash=c.hash, macs=c.macs, params=c.params,
+                widths=list(c.widths), params_of_f=c.params_of_f)
+
+
+def _space_record(space) -> dict:
+    return dict(preset=space.name, depth=space.depth, macs_bounds=[space.lower_macs, space.macs_max],
+                params_bounds=[space.params_min, space.params_max])
+
+
+def _print_candidates(space, cands, header: str) -> None:
+    from ..report import format_table
+
+    print(f"{header}: depth {space.depth}, MACs {space.lower_macs / 1e6:.2f}-{space.macs_max / 1e6:.2f}M, "
+          f"params {_bounds(space.params_min, space.params_max)}M")
+    rows = [dict(kind=c.kind, family=c.family, mmacs=f"{c.macs / 1e6:.2f}", mparams=f"{c.params / 1e6:.3f}",
+                 widths="/".join(map(str, c.widths)),
+                 f=" ".join(f"{k}={v}" for k, v in c.params_of_f.items() if k not in ("knots", "levels")))
+            for c in cands]
+    print(format_table(rows))
+
+
+def cmd_search_references(args: argparse.Namespace) -> int:
+    from .space import get_preset
+
+    space = get_preset(args.preset).space
+    refs = space.references()
+    if args.json:
+        print(json.dumps(dict(**_space_record(space), macs_target=space.macs_target,
+                              params_target=space.params_target,
+                              references=[_candidate_record(c) for c in refs]), indent=2))
+        return 0
+    _print_candidates(space, refs, f"references of {space.name} at {space.macs_target / 1e6:.2f} MMACs and "
+                                   f"{space.params_target / 1e6:.3f} M params")
+    return 0
+
+
+def cmd_search_sample(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from .space import FAMILY_RATES, get_preset
+
+    p = get_preset(args.preset)
+    if args.n < 0:
+        raise ValueError(f"-n must be >= 0, got {args.n}")
+    seed = p.seed if args.seed is None else args.seed
+    cands = p.space.samples(args.n, seed)
+    if args.json:
+        print(json.dumps(dict(**_space_record(p.space), seed=seed, family_rates=FAMILY_RATES,
+                              candidates=[_candidate_record(c) for c in cands]), indent=2))
+        return 0
+    _print_candidates(p.space, cands, f"{len(cands)} samples of {p.space.name} (seed {seed})")
+    counts = Counter(c.family for c in cands)
+    print("families: " + ", ".join(f"{f} {counts[f]} (rate {r:.0%})" for f, r in FAMILY_RATES.items()))
     return 0
 
 
@@ -111,3 +176,20 @@ def add_search_commands(sub) -> None:
 
     p = ss.add_parser("presets", help="list the search presets")
     p.set_defaults(func=cmd_search_presets)
+
+    rf = ss.add_parser("references", help="the linear and stage-wise references of a preset (equal MACs and "
+                                          "params): kind, MACs, params, widths")
+    rf.add_argument("--preset", required=True, help=_HELPS["preset"])
+    rf.add_argument("--json", action="store_true",
+                    help="print {preset, bounds, targets, references: [{kind, family, macs, params, widths, "
+                         "params_of_f}]}")
+    rf.set_defaults(func=cmd_search_references)
+
+    sm = ss.add_parser("sample", help="the candidates a search of this preset would train (no training)")
+    sm.add_argument("--preset", required=True, help=_HELPS["preset"])
+    sm.add_argument("-n", type=int, default=10, help="how many candidates (default 10)")
+    sm.add_argument("--seed", type=int, default=None, help="sampling seed (default: the preset's)")
+    sm.add_argument("--json", action="store_true",
+                    help="print {preset, bounds, seed, family_rates, candidates: [{kind, family, macs, params, "
+                         "widths, params_of_f}]}")
+    sm.set_defaults(func=cmd_search_sample)
