@@ -72,11 +72,18 @@ def interleaved_latency(models: dict, batch: int = 1, input_size: int = 224, run
 
 
 def zoo_latency(names: Sequence[str], input_size: int = 224, runs: int = 20, warmup: int = 3) -> dict[str, float]:
-    """Median CPU latency (ms) at batch 1 of each zoo model.
+    """Median CPU latency (ms) at batch 1 of each zoo model, all timed in turns.
 
-    One model at a time keeps memory flat; each is still the median of ``runs`` calls.
+    Timed one model after another, a slower spell of a shared machine fell on
+    whichever models ran then and swapped rankings between runs; interleaved, each
+    model's ``runs`` calls spread over the whole measurement, so drift falls on all
+    alike.  All models are built at once: the 20-model zoo holds 217 M parameters, and
+    ``zoo_latency(list_models(), runs=10)`` peaked at 1.9 GB resident (``/usr/bin/time``,
+    OMP_NUM_THREADS=1, 2-core CPU; mobilenetv2_100 ran faster than rexnet_090 in both of
+    two runs: 40.2 vs 52.9 ms, 36.1 vs 47.8 ms).
     """
     from .. import create_model
 
-    return {name: interleaved_latency({name: create_model(name)}, batch=1, input_size=input_size, runs=runs,
-                                      warmup=warmup)[name]["median_ms"] for name in names}
+    models = {name: create_model(name) for name in names}
+    stats = interleaved_latency(models, batch=1, input_size=input_size, runs=runs, warmup=warmup)
+    return {name: stats[name]["median_ms"] for name in names}

@@ -8,8 +8,9 @@ Formats, auto-detected from the keys:
 - ``original``: the authors' ``ReXNetV1`` / ``ReXNetV1_lite`` (``features.N.out.M.*``,
   ``output.*``), mapped key by key from the spec.
 
-Files are ``.safetensors`` or ``.pth``/``.pt``/``.bin`` read with
-``torch.load(weights_only=True)``: nothing is ever unpickled.
+Files are safetensors or torch files (``.pth``/``.pt``/``.bin``), told apart by their
+first bytes; torch files are scanned for Python objects and read with
+``torch.load(weights_only=True)``: nothing is ever unpickled (:func:`read_checkpoint`).
 """
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ from torch import nn
 from ..io import atomic_path
 from ..spec import NetSpec
 
-__all__ = ["CheckpointError", "read_state_dict", "detect_format", "convert_state_dict",
-           "load_weights", "save_weights", "resolve_pretrained", "cache_dir"]
+__all__ = ["CheckpointError", "read_checkpoint", "sniff_checkpoint", "read_state_dict", "detect_format",
+           "convert_state_dict", "load_weights", "save_weights", "resolve_pretrained", "cache_dir"]
 
 FORMATS = ("rexnet", "timm", "original")
 
@@ -34,20 +35,148 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read or does not fit the model."""
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors or torch file, unwrapping common containers."""
+_CONVERT_HINT = ("convert it in a Python session you trust: sd = torch.load(FILE, weights_only=False) "
+                 "(its state dict of tensors), then torch.save(sd, 'weights.pth') or "
+                 "safetensors.torch.save_file(sd, 'weights.safetensors')")
+
+
+def sniff_checkpoint(path: str | os.PathLike) -> str | None:
+    """What a file holds, from its first bytes: ``safetensors``, ``zip`` (torch.save's
+    format), ``pickle`` (torch's legacy format or a plain pickle), ``empty``, or None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) > 8 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= 100_000_000:
+        return "safetensors"  # an 8-byte header length, then the JSON header (maybe cut short)
+    return None
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """``module.name`` of every class or function a pickle imports (GLOBAL, STACK_GLOBAL),
+    read statically with pickletools over the consecutive pickles at the start of ``data``."""
+    import io
+    import pickletools
+
+    names: list[str] = []
+    f = io.BytesIO(data)
+    while f.tell() < len(data):
+        strings: list[str] = []         # strings pushed so far (STACK_GLOBAL takes the last two)
+        memo: dict[int, str | None] = {}
+        last: str | None = None         # the string on top of the stack, if the top is one
+        try:
+            for op, arg, _ in pickletools.genops(f):
+                top = None
+                if op.name == "GLOBAL":
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                elif "UNICODE" in op.name or "STRING" in op.name:
+                    top = str(arg)
+                    strings.append(top)
+                elif op.name == "MEMOIZE":  # memo ops leave the stack as it is
+                    memo[len(memo)], top = last, last
+                elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    memo[int(arg)], top = last, last
+                elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                    top = memo.get(int(arg))
+                    if top is not None:
+                        strings.append(top)
+                last = top
+        except Exception:  # the raw storage bytes after a legacy file's pickles, or a cut file
+            break
+    return names
+
+
+def _unsafe_globals(path: Path, kind: str) -> list[str]:
+    """The globals in a torch file that ``torch.load(weights_only=True)`` does not allow."""
+    import zipfile
+
+    if kind == "zip":
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            data = z.read(pkl) if pkl else b""
+    else:
+        data = path.read_bytes()
+    try:
+        from torch import _weights_only_unpickler as wo
+
+        allowed = set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
+        is_safe = allowed.__contains__
+    except (ImportError, AttributeError):  # a torch without these helpers: torch's own names only
+        is_safe = lambda name: name.startswith("torch.") or name in (  # noqa: E731
+            "collections.OrderedDict", "_codecs.encode", "builtins.set")
+    return list(dict.fromkeys(n for n in _pickle_globals(data) if not is_safe(n)))
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+    """The telling part of an exception's message in one line, without terminal escape codes:
+    for torch's "Weights only load failed" essay, the unpickler's own error; else the first line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    m = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:\n\s*\n|Check the documentation|$)", text, re.S)
+    if m and m.group(1).strip():
+        text = m.group(1)
+    line = " ".join(text.split()) if m else next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = line or type(e).__name__
+    if re.fullmatch(r"Unsupported operand \d+", line):
+        line += ", a pickle opcode torch's safe loader lacks (e.g. pickle protocol 4)"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """The object in a .safetensors or torch file, or a one-line :class:`CheckpointError`.
+
+    The format is read from the file's first bytes, not its name.  A torch file is
+    checked statically for Python objects before anything is loaded and is then read
+    with ``torch.load(weights_only=True)``: nothing is ever unpickled.
+    """
+    import warnings
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    kind = sniff_checkpoint(path)
+    if kind == "empty":
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is empty (0 bytes); re-save or "
+                              f"re-download it")
+    if kind is None:
+        raise CheckpointError(f"{path} is not a checkpoint (neither safetensors nor a torch zip/pickle)")
+    if kind == "safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"cannot read checkpoint {path}: a damaged or cut safetensors file "
+                                  f"({_one_line(e)}); re-save or re-download it") from None
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"cannot read checkpoint {path}: a cut or damaged torch zip (no zip directory "
+                              f"at its end); re-save or re-download it")
+    unsafe = _unsafe_globals(path, kind)
+    if unsafe:
+        shown = ", ".join(unsafe[:3]) + (f", ... ({len(unsafe)} in all)" if len(unsafe) > 3 else "")
+        raise CheckpointError(f"refused: {path} contains Python objects ({shown}), not a weights-only "
+                              f"checkpoint (only tensors are read, with torch.load(weights_only=True)); "
+                              + _CONVERT_HINT.replace("FILE", repr(str(path))))
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            obj: Any = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt or a pickle needing arbitrary code
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}. "
-                              f"Is the file complete? Only tensors are loaded (weights_only=True).") from None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # cut legacy files, plain pickles torch cannot read, objects the scan missed
+        what = "a torch zip" if kind == "zip" else "a pickle"
+        raise CheckpointError(f"cannot read checkpoint {path}: {what} that torch.load(weights_only=True) "
+                              f"cannot read ({_one_line(e)}); re-save its state dict with torch.save(sd, "
+                              f"'weights.pth') (default protocol) or as .safetensors") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors or torch file, unwrapping common containers."""
+    path = Path(path)
+    obj: Any = read_checkpoint(path)
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict", "state_dict_ema"):
             if key in obj and isinstance(obj[key], dict):
@@ -225,7 +354,7 @@ def read_spec(path: str | os.PathLike) -> NetSpec | None:
             with safe_open(str(path), "pt") as f:
                 text = (f.metadata() or {}).get("spec")
             return NetSpec.from_json(text) if text else None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = read_checkpoint(path)
     except Exception:
         return None
     spec = obj.get("spec") if isinstance(obj, dict) else None

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import random
+import re
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,13 +31,50 @@ log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
            "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "TorchvisionSet", "IMAGE_EXTENSIONS",
-           "default_data_root", "best_real_dataset"]
+           "default_data_root", "best_real_dataset", "decode_error_reason", "available_cores",
+           "resolve_workers"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class DataError(ValueError):
-    """A dataset is missing, malformed or holds unreadable files."""
+    """A dataset is missing, malformed or holds unreadable files.
+
+    Raised inside a DataLoader worker, it reaches the main process as torch re-raises
+    it: the same class built from "Caught DataError in DataLoader worker process N.
+    Original Traceback ...".  The constructor keeps only the original one-line message,
+    so the user sees the file and the fix, not the worker's traceback.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (_unwrap_worker_message(args[0], type(self).__name__),)
+        super().__init__(*args)
+
+
+_WORKER_WRAPPER = re.compile(r"^Caught \w+ in [^\n]*\.\nOriginal Traceback")
+
+
+def _unwrap_worker_message(msg: str, name: str) -> str:
+    """The original message of an exception torch re-raised from a worker (else ``msg``)."""
+    if not _WORKER_WRAPPER.match(msg):
+        return msg
+    last = None
+    for last in re.finditer(rf"^(?:[\w.]+\.)?{re.escape(name)}: ", msg, flags=re.MULTILINE):
+        pass
+    return msg[last.end():].strip() if last else msg
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def decode_error_reason(e: BaseException) -> str:
+    """Why PIL could not decode an image, in one line, with no in-memory object reprs
+    (PIL names the ``BytesIO`` it was given, which tells the user nothing)."""
+    if isinstance(e, UnidentifiedImageError):
+        return "not a recognised image (unknown format or damaged header)"
+    text = " ".join(str(e).split()) or type(e).__name__
+    return _OBJECT_REPR.sub("the file", text)
 
 
 def default_data_root() -> Path:
@@ -131,8 +169,8 @@ class ImageTree(Dataset):
         try:
             img = Image.open(io.BytesIO(self.read_bytes(rel)))
             return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise DataError(f"cannot decode image {self.path_of(rel)}: {e}. Remove or replace it, "
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot decode image {self.path_of(rel)}: {decode_error_reason(e)}. Remove or replace it, "
                             f"or pass --skip-bad-images to skip unreadable files") from None
 
     def _bad(self, rel: str, why: str) -> None:
@@ -401,24 +439,53 @@ def best_real_dataset(choice: str = "auto", progress: Callable[[str], Any] | Non
 
 
 def balanced_subset(ds: Dataset, n: int | None) -> Dataset:
-    """The first ``n`` samples, balanced over classes where labels are known."""
+    """Exactly ``min(n, len(ds))`` samples, balanced over classes where labels are known.
+
+    Classes take turns (the first sample of each class, then the second, ...), so
+    class counts differ by at most one, and a class that runs out leaves its turns
+    to the others.  The chosen samples keep the dataset's order.  ``n`` None or 0
+    means all; a negative ``n`` is a :class:`DataError`.
+    """
+    if n is not None and n < 0:
+        raise DataError(f"a subset of {n} samples: the number of samples must be positive (0 or none = all); "
+                        f"check --train-subset, --val-subset, --limit or --images")
     if not n or n >= len(ds):
         return ds
     targets = getattr(ds, "targets", None)
     if targets is None:
         return Subset(ds, range(n))
-    targets = [int(t) for t in targets]
-    classes = sorted(set(targets))
-    per = max(1, n // len(classes))
-    taken: dict[int, int] = {}
-    idx = []
+    by_class: dict[int, list[int]] = {}
     for i, t in enumerate(targets):
-        if taken.get(t, 0) < per:
-            idx.append(i)
-            taken[t] = taken.get(t, 0) + 1
-    sub = Subset(ds, idx[:n])
+        by_class.setdefault(int(t), []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    idx: list[int] = []
+    for turn in range(max(len(q) for q in queues)):
+        idx.extend(q[turn] for q in queues if turn < len(q))
+        if len(idx) >= n:
+            break
+    sub = Subset(ds, sorted(idx[:n]))
     sub.classes = getattr(ds, "classes", None)  # type: ignore[attr-defined]
     return sub
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | str | None, cap: int = 8) -> int:
+    """DataLoader worker processes: an explicit count as given; ``auto`` (or None) is
+    ``min(cap, cores - 1)``, leaving one core to the training process (0 on one core:
+    loading then runs in the main process)."""
+    if workers is None or (isinstance(workers, str) and workers.strip().lower() in ("auto", "none", "")):
+        return max(0, min(cap, available_cores() - 1))
+    n = int(workers)
+    if n < 0:
+        raise DataError(f"workers must be >= 0 or auto, got {n}")
+    return n
 
 
 # ---------------------------------------------------------------------------- transforms
