@@ -252,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:   # the process's own command line: commands that train re-exec with tcmalloc
+        from .alloc import reexec_if_wanted
+
+        reexec_if_wanted(sys.argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
