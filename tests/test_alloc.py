@@ -106,3 +106,27 @@ def test_cli_hook_keeps_the_command_line(tmp_path):
     res = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr                                  # the re-executed run's own error
     assert res.stderr.count("rexnet: using tcmalloc") == 1 and "no_such_preset" in res.stderr
+
+
+def _report_allocator(q):
+    from rexnet.alloc import loaded
+
+    q.put((os.environ.get("LD_PRELOAD"), loaded()))
+
+
+@needs_tcmalloc
+def test_spawned_trial_processes_start_with_tcmalloc_and_the_environment_is_restored(monkeypatch):
+    """What the search's local runner does: trial processes started inside preload_children."""
+    import multiprocessing as mp
+
+    for k in ("LD_PRELOAD", MARKER, ENV):
+        monkeypatch.delenv(k, raising=False)
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    with preload_children():
+        proc = ctx.Process(target=_report_allocator, args=(q,))
+        proc.start()
+        preload, mapped = q.get(timeout=60)
+        proc.join(timeout=60)
+    assert preload == FOUND and mapped is not None and "tcmalloc" in mapped
+    assert "LD_PRELOAD" not in os.environ and MARKER not in os.environ           # restored

@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from rexnet.budget import BudgetError
 from rexnet.complexity import complexity
@@ -186,3 +187,27 @@ def test_ray_path_with_two_local_workers(tmp_path):
     # the two trials in flight overlapped in time: Ray ran them side by side
     spans = sorted((t["started"], t["finished"]) for t in trials)
     assert spans[1][0] < spans[0][1]
+
+
+@needs_cifar
+def test_trial_scores_its_best_weights_on_the_whole_test_set(tmp_path):
+    """Whatever the validation subset, a trial ends with top-1 over all 10,000 CIFAR-10 test
+    images and the raw and width-normalised nuclear norms of its final features."""
+    from rexnet.alloc import loaded
+    from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
+    from rexnet.search.runner import run_trial
+
+    s = _smoke(train_subset=40, val_subset=20, batch_size=20, rank_images=16)
+    spec = cifar_stride_plan(rexnet_spec("smoke_tiny", multiplier=0.1, depth_multiplier=0.2, num_classes=10))
+    trial = dict(key="tiny-r0", seed=0, spec=spec.to_json())
+    threads = torch.get_num_threads()
+    try:
+        r = run_trial(trial, str(tmp_path), s.resolved(), s, threads=1)   # as a trial process runs it
+    finally:
+        torch.set_num_threads(threads)
+    assert (r["train_images"], r["val_images"], r["test_images"]) == (40, 20, 10000)
+    assert 0 <= r["test_top1"] <= 100 and r["test_top1"] * 100 == pytest.approx(round(r["test_top1"] * 100))
+    assert r["nuclear_norm_raw"] == pytest.approx(r["nuclear_norm"] * r["feature_channels"], rel=1e-3)
+    assert 1 <= r["nuclear_norm_raw"] <= r["feature_channels"]
+    assert r["tcmalloc"] == (loaded() is not None) and r["threads"] == 1 and 0 < r["cpu_s"]
+    assert (tmp_path / "trials" / "tiny-r0" / "best.safetensors").exists()
