@@ -12,7 +12,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.cocoeval import COCOeval
 
 from rexnet.detection.data import CocoDetection
-from rexnet.detection.metrics import STAT_NAMES, evaluate_detections, gather_detections, to_coco_results
+from rexnet.detection.metrics import (STAT_NAMES, encode_masks, evaluate_detections, gather_detections,
+                                      to_coco_results)
 from train_helpers import SHARED
 
 COCO128 = SHARED / "coco128"
@@ -46,6 +47,14 @@ def test_ground_truth_as_predictions_scores_one(gt):
     # Mask R-CNN's (N, 1, H, W) probabilities, thresholded at 0.5, give the same masks
     probs = evaluate_detections(gt.coco, gt_as_detections(gt, "probabilities"), ("segm",))
     assert probs["segm_mAP"] == 1.0
+    # masks encoded at once (what evaluation during training keeps) score the same
+    encoded = [{**d, "masks": encode_masks(d["masks"])} for d in gt_as_detections(gt, "probabilities")]
+    assert evaluate_detections(gt.coco, encoded, ("segm",))["segm_mAP"] == 1.0
+    h, w = encoded[0]["masks"][0]["size"]
+    assert len(json.dumps(encoded[0]["masks"])) < h * w // 20    # far below H x W bytes
+    with pytest.raises(ValueError, match="RLE masks for"):
+        evaluate_detections(gt.coco, [{**encoded[0], "masks": encoded[0]["masks"][:-1] or [{"counts": ""}] * 9}],
+                            ("segm",))
 
 
 def test_shifted_predictions_score_what_pycocotools_computes_directly(gt):

@@ -43,6 +43,27 @@ def _binary_masks(masks: Any, image_id: int, n: int) -> np.ndarray:
     return (m > 0.5).astype(np.uint8) if m.dtype != np.bool_ else m.astype(np.uint8)
 
 
+def encode_masks(masks: Any) -> list[dict[str, Any]]:
+    """Mask R-CNN's (N, 1, H, W) probabilities (or (N, H, W) binary masks) as N COCO RLEs,
+    thresholded at 0.5: a few hundred bytes per detection instead of H x W floats, so an
+    evaluation keeps every image's masks (100 full-size float masks per image would be
+    ~120 MB for a 640x480 COCO image)."""
+    m = _numpy(masks)
+    if m.ndim == 4 and m.shape[1] == 1:
+        m = m[:, 0]
+    if m.ndim != 3:
+        raise ValueError(f"masks of shape {m.shape}: expected (N, 1, H, W) probabilities or (N, H, W) binary masks")
+    binary = (m > 0.5) if m.dtype != np.bool_ else m
+    rles = mask_utils.encode(np.asfortranarray(binary.transpose(1, 2, 0).astype(np.uint8)))
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")   # JSON-safe, and what loadRes expects too
+    return rles
+
+
+def _is_rle_list(masks: Any) -> bool:
+    return isinstance(masks, (list, tuple)) and all(isinstance(r, dict) and "counts" in r for r in masks)
+
+
 def to_coco_results(detections: Iterable[Mapping[str, Any]], iou_type: str) -> list[dict[str, Any]]:
     """Per-image detection dicts (``image_id``, ``boxes`` XYXY, ``scores``, ``labels``, and
     ``masks`` for ``segm``) as COCO's results list for one IoU type."""
@@ -68,10 +89,13 @@ def to_coco_results(detections: Iterable[Mapping[str, Any]], iou_type: str) -> l
         else:
             if det.get("masks") is None:
                 raise ValueError(f"detections for image {image_id} have no 'masks', needed for segm evaluation")
-            masks = _binary_masks(det["masks"], image_id, len(boxes))
-            rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0)))
-            for rle in rles:
-                rle["counts"] = rle["counts"].decode("ascii")   # JSON-safe, and what loadRes expects too
+            if _is_rle_list(det["masks"]):       # already encoded (encode_masks)
+                rles = list(det["masks"])
+                if len(rles) != len(boxes):
+                    raise ValueError(f"detections for image {image_id}: {len(rles)} RLE masks for "
+                                     f"{len(boxes)} boxes; they must match")
+            else:
+                rles = encode_masks(_binary_masks(det["masks"], image_id, len(boxes)))
             results += [{"image_id": image_id, "category_id": int(c), "segmentation": r, "score": float(s)}
                         for r, c, s in zip(rles, labels, scores)]
     return results

@@ -18,7 +18,7 @@ from ..train.distributed import Dist
 from ..train.recipe import Recipe
 from ..train.task import Task, TaskData
 from .data import CocoDetection, collate
-from .metrics import evaluate_detections, gather_detections
+from .metrics import encode_masks, evaluate_detections, gather_detections
 from .recipe import RCNN_SAMPLING, DetectionRecipe, coco_paths
 
 __all__ = ["DetectionTask"]
@@ -105,7 +105,10 @@ class DetectionTask(Task):
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 outputs = model([im.to(device) for im in images])
             for out, t in zip(outputs, targets):
-                detections.append({"image_id": t["image_id"], **{k: v.float().cpu() for k, v in out.items()}})
+                det = {k: v.float().cpu() for k, v in out.items() if k != "masks"}
+                if self.masks and "masks" in out:     # RLE at once: full-size float masks would fill memory
+                    det["masks"] = encode_masks(out["masks"])
+                detections.append({"image_id": t["image_id"], **det})
         model.train(was_training)
         # every rank gets every rank's detections (one entry per image, empty ones too) and scores
         # them alike, so all ranks agree on the best epoch
