@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 __all__ = ["add_bench_commands", "cmd_bench", "cmd_export"]
 
@@ -29,10 +30,15 @@ def _input_size(text: str) -> int | None:
     return int(text)
 
 
+# what `rexnet bench` writes into --out (rexnet.bench.runner.write_results)
+BENCH_FILES = ("bench.csv", "bench.json", "bench.png")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..report import format_table
+    from ..train.checkpoint import check_writable, refuse_existing
     from .runner import TABLE_COLUMNS, build_entries, check_device, machine_info, parse_compare, parse_dtype, \
         run_bench, write_results
 
@@ -44,9 +50,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    check_writable(args.out)
     entries = build_entries(args.models or ["rexnet_100"], compare, device=device, dtype=dtype,
                             channels_last=args.channels_last, deploy=args.deploy, compile=args.compile,
                             input_size=size, threads=args.threads)
+    # after the entries (which check the models against the input size), before the timing
+    refuse_existing([Path(args.out) / f for f in BENCH_FILES], args.overwrite)
     rows = run_bench(entries, batches, device=device, dtype=dtype, channels_last=args.channels_last,
                      runs=args.runs, warmup=args.warmup)
     meta = dict(machine_info(device), args={k: v for k, v in vars(args).items() if k not in ("func", "command")})
@@ -72,11 +81,14 @@ def _export_model(name: str, weights: str | None):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable_file, refuse_existing
     from .export import EXPORT_FORMATS, ExportError, export_model, exported_format
 
     fmt = args.format or exported_format(args.out)
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown --format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    check_writable_file(args.out)
+    refuse_existing([args.out], args.overwrite)
     if not args.weights:
         print("note: no --weights given: exporting random weights (fine for timing, not for predictions)")
     model = _export_model(args.model, args.weights)
@@ -116,6 +128,7 @@ def add_bench_commands(subparsers: "argparse._SubParsersAction") -> None:
     b.add_argument("--deploy", action="store_true", help="fold BN into the convolutions of our models")
     b.add_argument("--compile", action="store_true", help="torch.compile every torch model (slow to start)")
     b.add_argument("--out", default="bench", help="output directory (default: bench)")
+    b.add_argument("--overwrite", action="store_true", help="replace bench.csv/json/png already in --out")
     b.set_defaults(func=cmd_bench)
 
     e = subparsers.add_parser(
@@ -131,4 +144,5 @@ def add_bench_commands(subparsers: "argparse._SubParsersAction") -> None:
     e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     e.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| allowed (default 1e-4)")
     e.add_argument("--no-fold", action="store_true", help="export with BN layers as they are")
+    e.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     e.set_defaults(func=cmd_export)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 __all__ = ["add_detect_commands"]
@@ -15,14 +16,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..flags import dataclass_overrides
-    from ..train.loop import summary_line, train
+    from ..train.loop import TrainingStopped, summary_line, train
     from .recipe import CLASSIFICATION_ONLY, DetectionRecipe, load_detection_recipe
     from .task import DetectionTask
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = dataclass_overrides(args, DetectionRecipe, skip=("recipe",) + CLASSIFICATION_ONLY)
-    summary = train(load_detection_recipe(args.recipe, overrides), args.out, resume=args.resume, task=DetectionTask())
-    if int(os.environ.get("RANK", "0")) == 0:
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    try:
+        summary = train(load_detection_recipe(args.recipe, overrides), args.out, resume=args.resume,
+                        overwrite=args.overwrite, task=DetectionTask())
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the step finished, last.pt written
+        if main_process:
+            print(f"rexnet detect train: {e}", file=sys.stderr)
+        return e.exit_code
+    if main_process:
         print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
@@ -30,8 +38,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import write_json
+    from ..train.checkpoint import check_writable_file
     from .inference import evaluate_detector
 
+    if args.out:
+        check_writable_file(args.out)  # before the evaluation, not after it
     res = evaluate_detector(args.weights, args.data, images=args.images, ann=args.ann, split=args.split,
                             limit=args.limit, skip_bad=args.skip_bad_images)
     shown = {k: round(v, 2) for k, v in res.items() if k.startswith("val_") and k.endswith(("mAP", "AP50", "AP75"))}
@@ -43,8 +54,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable
     from .inference import load_detector, predict_images
 
+    check_writable(args.out)
     model, ident = load_detector(args.weights)
     records = predict_images(model, args.images, args.out, classes=ident.get("classes", ()), score=args.score)
     for r in records:
@@ -55,8 +68,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable_file
     from .bench import bench_detectors, format_rows
 
+    if args.out:
+        check_writable_file(args.out)
     rows = bench_detectors(args.detectors, runs=args.runs, threads=args.threads)
     print(format_rows(rows))
     if args.out:
@@ -78,7 +94,11 @@ def add_detect_commands(subparsers: "argparse._SubParsersAction") -> None:
                                    "(train2017/, annotations/instances_train2017.json; val2017 when present).")
     t.add_argument("--recipe", default="coco128", help=f"{' | '.join(DETECTION_RECIPES)} | a recipe YAML")
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics, summary)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (lr, warmup_epochs, min_lr, epochs and "
+                        "run-control fields may change; each change is kept in the run's history)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (without this or "
+                   "--resume, an existing run is refused)")
     add_dataclass_flags(t, DetectionRecipe, skip=("recipe",) + CLASSIFICATION_ONLY, title="recipe fields (override the preset)",
                         helps=dict(arch=" | ".join(ARCHS), model="the backbone: zoo name, NetSpec file, our "
                                    "checkpoint, timm:NAME or torchvision:NAME",

@@ -10,6 +10,7 @@ recorded in every spec (``widths`` below).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,62 @@ def verification_spec(name: str, out_chs: int = 128, num_classes: int = 10) -> N
                          "widths": [c0, c1, c2]})
 
 
+# recipe fields that do not change what a Table 2 run computes (ignored when a rerun is compared)
+_NOT_SETTINGS = {"progress", "workers", "tensorboard", "download", "data_root", "cache_images"}
+RESULT_FILES = ("table2.csv", "table2.md", "table2.json")
+
+
+def _changed_settings(run: Path, cfg, spec: NetSpec) -> list[str]:
+    """How the run in ``run`` (a variant's folder) was trained differently from ``cfg``/``spec``."""
+    import yaml
+
+    saved_file, spec_file = run / "config.yaml", run / "spec.json"
+    if not saved_file.is_file():
+        return []
+    saved = yaml.safe_load(saved_file.read_text()) or {}
+    diffs = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in cfg.to_dict().items()
+             if k in saved and k not in _NOT_SETTINGS and saved[k] != v]
+    if spec_file.is_file() and NetSpec.from_json(spec_file.read_text()).hash() != spec.hash():
+        diffs.append("the network (--out-chs)")
+    return diffs
+
+
+def _prepare_out(out: Path, plans: dict[str, tuple], overwrite: bool) -> None:
+    """Before any work: a rerun with the same settings continues (each variant resumes); one with
+    other settings is refused unless ``overwrite``, which removes the earlier runs and tables."""
+    from ..train.checkpoint import check_writable
+    from ..train.loop import RUN_FILES
+
+    if not overwrite:
+        for name, (spec, cfg) in plans.items():
+            diffs = _changed_settings(out / name, cfg, spec)
+            if diffs:
+                raise ValueError(f"{out} holds a Table 2 run made with other settings ({name}: {', '.join(diffs)}): "
+                                 f"rerun with its settings to continue it, pass --overwrite to replace it, or "
+                                 f"choose another --out")
+    else:
+        for name in plans:
+            for f in RUN_FILES:
+                path = out / name / f
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
+        for f in RESULT_FILES:
+            (out / f).unlink(missing_ok=True)
+    check_writable(out)
+
+
 def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, train_subset: int | None = 10000,
                      val_subset: int | None = 2000, out_chs: int = 128, seed: int = 0, batch_size: int = 128,
-                     rank_images: int = 256, progress: bool = True) -> list[dict[str, Any]]:
+                     rank_images: int = 256, progress: bool = True, overwrite: bool = False) -> list[dict[str, Any]]:
     """Train the four models with the CIFAR recipe and measure their final-feature rank.
 
-    Each model trains in ``out/<name>`` (resumable: rerunning continues); rank is the
-    effective rank and the numerical rank at 1e-2 (relative) of the last block's
-    output on ``rank_images`` test images, centred.
+    Each model trains in ``out/<name>`` (resumable: rerunning with the same settings
+    continues); a rerun with other settings is refused before any work unless
+    ``overwrite`` (which replaces the earlier runs).  Rank is the effective rank and the
+    numerical rank at 1e-2 (relative) of the last block's output on ``rank_images``
+    test images, centred.
     """
     from ..models.resolve import create_model
     from ..train.data import eval_images
@@ -63,14 +112,16 @@ def run_verification(data: str, out: str | os.PathLike, *, epochs: int = 5, trai
     from .measures import effective_rank, numerical_rank
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = eval_images(data, rank_images, 32)
-    rows = []
+    plans = {}
     for name in VARIANTS:
         spec = verification_spec(name, out_chs)
-        cfg = load_recipe("cifar", dict(model=spec.name, data=data, epochs=epochs, train_subset=train_subset,
-                                        val_subset=val_subset, seed=seed, progress=progress, dropout=0.0,
-                                        batch_size=batch_size))
+        plans[name] = (spec, load_recipe("cifar", dict(
+            model=spec.name, data=data, epochs=epochs, train_subset=train_subset, val_subset=val_subset, seed=seed,
+            progress=progress, dropout=0.0, batch_size=batch_size)))
+    _prepare_out(out, plans, overwrite)
+    images = eval_images(data, rank_images, 32)
+    rows = []
+    for name, (spec, cfg) in plans.items():
         summary = train(cfg, out / name, spec=spec, resume=True)
         model = create_model(out / name / "last.pt")  # the network as trained, spec and weights
         sigma, channels = final_spectrum(model, images, seed)

@@ -55,12 +55,13 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, dist: D
 
 
 def make_eval_loader(ds: Dataset, batch_size: int, dist: Dist, workers: int = 0,
-                     collate: Callable | None = None) -> DataLoader:
+                     collate: Callable | None = None, worker_init_fn: Callable | None = None) -> DataLoader:
     """Each process evaluates a contiguous shard."""
     n = len(ds)
     lo, hi = n * dist.rank // dist.world, n * (dist.rank + 1) // dist.world
     return DataLoader(Subset(ds, range(lo, hi)), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=dist.device.type == "cuda", collate_fn=collate)
+                      num_workers=workers, pin_memory=dist.device.type == "cuda", collate_fn=collate,
+                      worker_init_fn=worker_init_fn)
 
 
 def evaluate_checkpoint(model: str | None, weights: str | os.PathLike, data: str, *,

@@ -9,6 +9,13 @@ per-micro-batch) chunks; augmentation is seeded per sample; model randomness
 pure function of (step, recipe).  So a run killed at any moment and resumed gives
 the same metrics as one that was never stopped, and a 2-process DDP run equals a
 1-process run with ``accum_steps=2`` (BN running statistics aside).
+
+Stopping: SIGINT (Ctrl-C) and SIGTERM (what SLURM, Kubernetes and spot preemption
+send) finish the current optimiser step, write ``last.pt`` (mid-epoch) and raise
+:class:`TrainingStopped`; ``resume=True`` then continues exactly.  A second Ctrl-C
+stops at once, without a checkpoint.  A run folder that holds a run is never
+replaced silently: ``resume`` continues it, ``overwrite`` replaces it, else
+:func:`train` refuses before any work.
 """
 from __future__ import annotations
 
@@ -17,9 +24,12 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
+import signal
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +40,7 @@ from torch.utils.data import DataLoader
 
 from ..io import append_jsonl, read_jsonl, write_json, write_text
 from ..spec import NetSpec
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import Dist, GlobalBatchSampler, setup_distributed
 from .evaluate import make_eval_loader
 from .recipe import Recipe, save_config
@@ -38,12 +48,20 @@ from .task import ClassificationTask, Task
 
 log = logging.getLogger("rexnet.train")
 
-__all__ = ["TrainingDiverged", "RunState", "train", "lr_at", "summary_line"]
+__all__ = ["TrainingDiverged", "TrainingStopped", "RunState", "train", "lr_at", "summary_line",
+           "RESUMABLE_CHANGES", "RUN_FILES"]
 
-# Fields that may change when a run is resumed; any other change is refused.  ``model`` is
-# only how the network was named: the spec's hash, checked separately, is its identity.
-RESUMABLE_CHANGES = {"model", "epochs", "stop_after_steps", "ckpt_every_steps", "progress", "workers", "lr",
-                     "early_stop_patience", "tensorboard", "download", "data_root"}
+# Fields that may change when a run is resumed (each change is logged and kept in the run's
+# ``history``); any other change is refused.  The learning-rate schedule (lr, warmup_epochs,
+# min_lr, epochs) is a pure function of the step, so a new one simply applies from the resumed
+# step on; the rest do not touch what is computed.  ``model`` is only how the network was
+# named: the spec's hash, checked separately, is its identity.
+RESUMABLE_CHANGES = {"model", "epochs", "lr", "warmup_epochs", "min_lr", "early_stop_patience",
+                     "stop_after_steps", "ckpt_every_steps", "progress", "workers", "cache_images",
+                     "tensorboard", "download", "data_root"}
+# What a run writes into its folder: any of them there means the folder holds a run.
+RUN_FILES = ("config.yaml", "spec.json", "metrics.jsonl", "last.pt", "best.pt", "best.safetensors",
+             "summary.json", "tb")
 # The loss is checked for NaN/inf every this many steps (and before every checkpoint and at
 # epoch ends): a check is a host sync, which stalls a GPU if done every step.
 NAN_CHECK_EVERY = 50
@@ -51,6 +69,72 @@ NAN_CHECK_EVERY = 50
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped the run after a finished step; ``last.pt`` holds it.
+    A ``KeyboardInterrupt`` so that code which cleans up on Ctrl-C does so here too."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum   # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT / SIGTERM to the training process.  Ctrl-C reaches the
+    whole process group, and SLURM signals every process of a job: a worker that died of it
+    would fail the step the stop is waiting for.  The training process ends its workers."""
+    for s in _StopSignal.SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+class _StopSignal:
+    """SIGINT / SIGTERM as a request to stop after the current optimiser step.
+
+    The handlers only record the signal; the loop asks :meth:`agreed` after every step.
+    Under DDP that is a one-integer all-reduce on the CPU (gloo, a group of its own when
+    the training group is NCCL), so every process stops after the same step and no GPU
+    stream is synchronised.  Handlers go in only from the main thread (Python's rule) and
+    the previous ones come back on :meth:`restore`.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, dist: Dist) -> None:
+        self.dist, self.signum, self.fired, self.previous, self.group = dist, 0, 0, {}, None
+        if dist.enabled and tdist.get_backend() != "gloo":
+            self.group = tdist.new_group(backend="gloo")
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.SIGNALS:
+            self.previous[s] = signal.getsignal(s)
+            signal.signal(s, self._handle)
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        self.previous = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without a checkpoint
+        self.signum = self.signum or signum   # a later SIGTERM (a parent's terminate) changes nothing
+
+    def agreed(self) -> int:
+        """The signal that stops every process now (0: none); collective when the world is > 1."""
+        if not self.dist.enabled:
+            self.fired = self.signum
+        else:
+            flag = torch.tensor([self.signum], dtype=torch.int64)
+            tdist.all_reduce(flag, op=tdist.ReduceOp.MAX, group=self.group)
+            self.fired = int(flag)
+        return self.fired
 
 
 @dataclass
@@ -67,6 +151,8 @@ class RunState:
     ep_correct: float = 0.0
     ep_seen: float = 0.0
     ep_time: float = 0.0
+    # settings changed on resume: {field, old, new, epoch, step} each, oldest first
+    history: list = field(default_factory=list)
 
     def run_part(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if not k.startswith("ep_")}
@@ -136,14 +222,42 @@ def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
-def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_identity: dict, identity: dict) -> None:
-    changed = {k for k, v in cfg.to_dict().items() if k in saved and saved[k] != v} - RESUMABLE_CHANGES
-    if changed:
-        diffs = ", ".join(f"{k}: {saved[k]!r} -> {getattr(cfg, k)!r}" for k in sorted(changed))
-        raise ValueError(f"cannot resume: the run was started with other settings ({diffs}). Use the "
-                         f"same settings, or a new --out directory")
+def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_identity: dict, identity: dict) -> dict[str, tuple]:
+    """Refuse a resume with other settings than :data:`RESUMABLE_CHANGES`; return those that
+    changed as ``{field: (old, new)}``."""
+    changed = {k: (saved[k], v) for k, v in cfg.to_dict().items() if k in saved and saved[k] != v}
+    refused = sorted(changed.keys() - RESUMABLE_CHANGES)
+    if refused:
+        diffs = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"model"}))
+        raise ValueError(f"cannot resume: the run was started with other settings ({diffs}); only {allowed} "
+                         f"may change on resume. Use the same settings, --overwrite to start the run again, "
+                         f"or a new --out directory")
     if not _same_network(saved_identity, identity):
-        raise ValueError("cannot resume: the checkpoint's network differs from this model; use a new --out")
+        raise ValueError("cannot resume: the checkpoint's network differs from this model; use --overwrite "
+                         "to start the run again, or a new --out")
+    return changed
+
+
+def _prepare_out(out: Path, resume: bool, overwrite: bool, is_main: bool) -> None:
+    """Before any work: refuse to replace a run silently, and prove ``out`` is writable.
+
+    A folder holding any of :data:`RUN_FILES` is continued (``resume``), replaced
+    (``overwrite``: its run files go, nothing else in the folder is touched), or refused
+    with one line that names both flags; a refusal changes no file.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: pass one of them")
+    found = [n for n in RUN_FILES if (out / n).exists()]
+    if found and not resume:
+        if not overwrite:
+            raise ValueError(f"{out} already holds a run ({', '.join(found)}): rerun with --resume to continue it "
+                             f"or --overwrite to replace it, or choose another --out")
+        if is_main:
+            for n in found:
+                (shutil.rmtree if (out / n).is_dir() else Path.unlink)(out / n)
+            log.info("--overwrite: removed the earlier run's %s from %s", ", ".join(found), out)
+    check_writable(out)
 
 
 def _progress(n: int, desc: str, enabled: bool, initial: int = 0, total: int | None = None):
@@ -170,10 +284,11 @@ class _Run:
         self.last = out / "last.pt"
         self.data = task.build_data(cfg, dist)
         self.sampler = GlobalBatchSampler(len(self.data.train), cfg.batch_size, dist.world, dist.rank, cfg.seed)
+        workers_init = _ignore_stop_signals if cfg.workers else None
         self.loader_kw = dict(num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                              persistent_workers=False, collate_fn=self.data.collate)
+                              persistent_workers=False, collate_fn=self.data.collate, worker_init_fn=workers_init)
         self.val_loader = make_eval_loader(self.data.val, max(cfg.batch_size // dist.world, 64), dist, cfg.workers,
-                                           collate=self.data.collate)
+                                           collate=self.data.collate, worker_init_fn=workers_init)
         self._build_model(spec)
         self.opt = torch.optim.SGD(_param_groups(self.core, cfg.weight_decay), lr=cfg.scaled_lr(),
                                    momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -185,6 +300,7 @@ class _Run:
             from timm.utils import ModelEmaV3
             self.ema = ModelEmaV3(self.core, decay=cfg.ema_decay, device=self.device)
         self.state = RunState()
+        self.stop = _StopSignal(dist)
 
     def _build_model(self, spec: NetSpec | None) -> None:
         cfg = self.cfg
@@ -205,7 +321,7 @@ class _Run:
     # -- checkpoints ------------------------------------------------------------
     def resume(self) -> None:
         ck = load_checkpoint(self.last)
-        _check_resume(ck["config"], self.cfg, ck["spec"], self.identity)
+        changed = _check_resume(ck["config"], self.cfg, ck["spec"], self.identity)
         if len(ck["per_rank"]) != self.dist.world:
             raise ValueError(f"cannot resume: the run had {len(ck['per_rank'])} processes, now {self.dist.world}")
         self.core.load_state_dict(ck["model"])
@@ -216,6 +332,12 @@ class _Run:
         mine = ck["per_rank"][self.dist.rank]
         self.state.update({**ck["state"], **mine["ep"]})
         set_rng_state(mine["rng"])
+        st = self.state
+        for k, (old, new) in sorted(changed.items()):
+            st.history.append(dict(field=k, old=old, new=new, epoch=st.epoch, step=st.global_step))
+            if self.dist.is_main:
+                log.info("resume: %s %r -> %r from epoch %d, step %d (kept in the run's history)",
+                         k, old, new, st.epoch, st.global_step)
 
     def save_last(self) -> None:
         # each rank's RNG and part-epoch sums, so every rank resumes its own stream
@@ -245,12 +367,17 @@ class _Run:
             tdist.all_reduce(bad, op=tdist.ReduceOp.MAX)
         if bad.item():
             st = self.state
-            kept = (f"the last good checkpoint {self.last} is kept" if self.last.exists()
-                    else "no checkpoint had been written yet")
+            at = st.global_step / self.steps_per_epoch   # epochs done when it was seen
+            if self.last.exists():
+                advice = (f"the last good checkpoint {self.last} is kept. To continue from it, rerun with "
+                          f"--resume and a lower --lr or a --warmup-epochs above {at:.3g} (both may change on "
+                          f"resume and are recorded in the run's history)")
+            else:
+                advice = (f"no checkpoint had been written yet. Rerun with --overwrite and a lower --lr or a "
+                          f"higher --warmup-epochs")
             raise TrainingDiverged(
                 f"loss is {float(sums[0])} at epoch {st.epoch}, by step {st.global_step} (checked every "
-                f"{NAN_CHECK_EVERY} steps): training diverged; {kept}. Lower --lr or raise --warmup-epochs, "
-                f"then --resume.")
+                f"{NAN_CHECK_EVERY} steps): training diverged; {advice}.")
 
     def train_epoch(self, epoch: int) -> str | None:
         """Train until the epoch ends or a stop is asked for; returns the stop's reason."""
@@ -312,6 +439,9 @@ class _Run:
             if cfg.stop_after_steps and st.global_step >= cfg.stop_after_steps:
                 stopped = f"stopped after {st.global_step} steps (stop_after_steps); resume with --resume"
                 break
+            if self.stop.agreed():  # SIGINT / SIGTERM: this step is done; train() writes last.pt
+                stopped = "signal"
+                break
         if bar is not None:
             bar.close()
         self.check_finite(sums)
@@ -337,9 +467,14 @@ class _Run:
 
 
 def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume: bool = False,
-          task: Task | None = None) -> dict[str, Any]:
+          task: Task | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train on ``cfg.data`` and return the summary; writes config.yaml, spec.json,
     metrics.jsonl, last.pt, best.pt / best.safetensors and summary.json into ``out_dir``.
+
+    ``out_dir`` holding a run is continued with ``resume`` (settings may change only in
+    :data:`RESUMABLE_CHANGES`), replaced with ``overwrite``, and otherwise refused
+    (``ValueError``) before any work.  SIGINT / SIGTERM end the run after the current
+    step with ``last.pt`` written and raise :class:`TrainingStopped`.
 
     The network is ``spec`` when given (its classifier resized to the data's classes
     and the stride plan applied from ``cfg.input_size``), else ``cfg.model`` (a zoo
@@ -352,8 +487,7 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         cfg = dataclasses.replace(cfg, model=spec.name)
     dist = setup_distributed(cfg.device)
     out = Path(out_dir)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    _prepare_out(out, resume, overwrite, dist.is_main)
     dist.barrier()
     torch.manual_seed(cfg.seed)
     run = _Run(cfg, out, spec, dist, task)
@@ -370,9 +504,39 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
                                                "world_size": dist.world, "classes": run.data.classes[:1000]})
         write_json(run.identity, out / "spec.json")
     writer = _tensorboard(out) if cfg.tensorboard and dist.is_main else None
-
-    stopped = None
     t_start = time.time()
+    run.stop.install()
+    try:
+        stopped = _train_epochs(run, metrics, writer)
+    finally:
+        run.stop.restore()
+        if writer is not None:
+            writer.close()
+    if stopped == "signal":
+        signum = run.stop.fired   # the same on every process (the largest number any received)
+        where = (f"in epoch {st.epoch + 1}/{cfg.epochs} after step {st.step_in_epoch} of {run.steps_per_epoch}"
+                 if st.step_in_epoch else f"after epoch {st.epoch}/{cfg.epochs}")
+        raise TrainingStopped(signum, f"stopped by {signal.Signals(signum).name} {where} (global step "
+                                      f"{st.global_step}); checkpoint written to {run.last}; rerun with --resume "
+                                      f"to continue")
+    rows = metrics.rows() if dist.is_main else []
+    summary = {"model": run.identity.get("name", cfg.model), "data": cfg.data, "epochs_done": st.epoch,
+               "steps": st.global_step, "metric": task.metric, f"best_{task.metric}": st.best_value,
+               "best_epoch": st.best_epoch, "final": rows[-1] if rows else None, "stopped": stopped,
+               "world_size": dist.world, "wall_time_s": time.time() - t_start, "out": str(out),
+               "train_images": len(run.data.train), "val_images": len(run.data.val),
+               "bad_images_skipped": run.data.bad_images, "history": st.history}
+    if dist.is_main:
+        write_json(summary, out / "summary.json")
+    dist.barrier()
+    return summary
+
+
+def _train_epochs(run: _Run, metrics: _Metrics, writer) -> str | None:
+    """The epochs from the run's state to the end; returns why it stopped early (None: it did not,
+    "signal": SIGINT / SIGTERM, with ``last.pt`` written)."""
+    cfg, st, dist, task = run.cfg, run.state, run.dist, run.task
+    stopped = None
     for epoch in range(st.epoch, cfg.epochs):
         stopped = run.train_epoch(epoch)
         if stopped:
@@ -399,19 +563,10 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         if cfg.early_stop_patience and st.bad_epochs >= cfg.early_stop_patience:
             stopped = f"early stop: no better {task.metric} for {st.bad_epochs} epochs"
             break
-    rows = metrics.rows() if dist.is_main else []
-    summary = {"model": run.identity.get("name", cfg.model), "data": cfg.data, "epochs_done": st.epoch,
-               "steps": st.global_step, "metric": task.metric, f"best_{task.metric}": st.best_value,
-               "best_epoch": st.best_epoch, "final": rows[-1] if rows else None, "stopped": stopped,
-               "world_size": dist.world, "wall_time_s": time.time() - t_start, "out": str(out),
-               "train_images": len(run.data.train), "val_images": len(run.data.val),
-               "bad_images_skipped": run.data.bad_images}
-    if dist.is_main:
-        write_json(summary, out / "summary.json")
-    if writer is not None:
-        writer.close()
-    dist.barrier()
-    return summary
+        if epoch + 1 < cfg.epochs and run.stop.agreed():  # a signal during evaluation: last.pt is written
+            stopped = "signal"
+            break
+    return stopped
 
 
 def summary_line(summary: dict[str, Any]) -> str:
