@@ -111,13 +111,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from .flags import dataclass_overrides
-    from .train.loop import summary_line, train
+    from .train.loop import TrainingStopped, summary_line, train
     from .train.recipe import Recipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_recipe(args.recipe, dataclass_overrides(args, Recipe, skip=("recipe",)))
-    summary = train(cfg, args.out, resume=args.resume)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    main_process = int(__import__("os").environ.get("RANK", "0")) == 0
+    try:
+        summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the step finished, last.pt written
+        if main_process:
+            print(f"rexnet train: {e}", file=sys.stderr)
+        return e.exit_code
+    if main_process:
         print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
         if args.json:
@@ -127,8 +133,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .io import write_json
+    from .train.checkpoint import check_writable_file
     from .train.evaluate import evaluate_checkpoint
 
+    out = check_writable_file(args.out or "eval_summary.json")  # before the evaluation, not after it
     summary = evaluate_checkpoint(args.model, args.weights, args.data, input_size=args.input_size,
                                   transform=args.transform, stride_plan=args.stride_plan,
                                   batch_size=args.batch_size, data_root=args.data_root,
@@ -136,7 +144,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                   num_classes=args.num_classes, limit=args.limit, ema=args.ema)
     print(f"{summary['model']} on {summary['data']} ({summary['n']} images): top-1 {summary['top1']:.2f}%, "
           f"top-5 {summary['top5']:.2f}%, loss {summary['loss']:.4f}, {summary['images_per_s']:.1f} img/s")
-    out = args.out or "eval_summary.json"
     write_json(summary, out)
     print(f"wrote {out}")
     return 0
@@ -188,7 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "stanford_cars | fgvc_aircraft | flowers102 | oxford_pets | dtd | image tree | zip")
     t.add_argument("--recipe", default="cifar", help="imagenet | cifar | finegrained | path to a recipe YAML")
     t.add_argument("--out", required=True, help="run directory (checkpoints, metrics, summary)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last.pt (lr, warmup_epochs, min_lr, epochs and "
+                        "run-control fields may change; each change is kept in the run's history)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run in --out (without this or "
+                   "--resume, an existing run is refused)")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
     from .flags import add_dataclass_flags
     from .train.recipe import Recipe
