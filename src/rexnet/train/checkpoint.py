@@ -31,10 +31,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from None
+    from ..models.weights import read_checkpoint
+
+    return read_checkpoint(path)  # one-line CheckpointError (a ValueError) for unsafe, cut or foreign files
 
 
 def rng_state() -> dict[str, Any]:

@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as tdist
@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader
 from ..io import append_jsonl, read_jsonl, write_json, write_text
 from ..spec import NetSpec
 from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .data import resolve_workers
 from .distributed import Dist, GlobalBatchSampler, setup_distributed
 from .evaluate import make_eval_loader
 from .recipe import Recipe, save_config
@@ -73,11 +74,14 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingStopped(KeyboardInterrupt):
     """SIGINT or SIGTERM stopped the run after a finished step; ``last.pt`` holds it.
-    A ``KeyboardInterrupt`` so that code which cleans up on Ctrl-C does so here too."""
+    A ``KeyboardInterrupt`` so that code which cleans up on Ctrl-C does so here too.
+    ``what`` says where it stopped and where the checkpoint is; the message adds how
+    ``rexnet train`` continues (commands that train through :func:`train` under other
+    rules, such as ``rank-verify``, give their own advice after ``what``)."""
 
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.signum = signum
+    def __init__(self, signum: int, what: str, advice: str = "rerun with --resume to continue") -> None:
+        super().__init__(f"{what}; {advice}")
+        self.signum, self.what = signum, what
         self.exit_code = 128 + signum   # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
     def __str__(self) -> str:
@@ -87,9 +91,37 @@ class TrainingStopped(KeyboardInterrupt):
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave SIGINT / SIGTERM to the training process.  Ctrl-C reaches the
     whole process group, and SLURM signals every process of a job: a worker that died of it
-    would fail the step the stop is waiting for.  The training process ends its workers."""
+    would fail the step the stop is waiting for.  The training process ends its workers
+    (:class:`_Batches`)."""
     for s in _StopSignal.SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+class _Batches:
+    """Iterates a DataLoader and ends its worker processes on every way out of the loop,
+    an error included.
+
+    Workers ignore SIGTERM (:func:`_ignore_stop_signals`), and SIGTERM is how Python's
+    multiprocessing ends leftover children at exit.  After a worker's error (a bad image)
+    the loader's iterator sits in the exception's reference cycle, so its own clean-up
+    never ran and the process printed its one-line error, then hung at exit joining the
+    workers.  Ending them here does not depend on when the iterator is collected.
+    """
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        it = iter(self.loader)
+        try:
+            yield from it
+        finally:
+            end = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls (no public API)
+            if end is not None:
+                end()
 
 
 class _StopSignal:
@@ -284,11 +316,12 @@ class _Run:
         self.last = out / "last.pt"
         self.data = task.build_data(cfg, dist)
         self.sampler = GlobalBatchSampler(len(self.data.train), cfg.batch_size, dist.world, dist.rank, cfg.seed)
-        workers_init = _ignore_stop_signals if cfg.workers else None
-        self.loader_kw = dict(num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
+        workers = resolve_workers(cfg.workers)  # auto (None) = min(8, cores - 1)
+        workers_init = _ignore_stop_signals if workers else None
+        self.loader_kw = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
                               persistent_workers=False, collate_fn=self.data.collate, worker_init_fn=workers_init)
-        self.val_loader = make_eval_loader(self.data.val, max(cfg.batch_size // dist.world, 64), dist, cfg.workers,
-                                           collate=self.data.collate, worker_init_fn=workers_init)
+        self.val_loader = _Batches(make_eval_loader(self.data.val, max(cfg.batch_size // dist.world, 64), dist,
+                                                    workers, collate=self.data.collate, worker_init_fn=workers_init))
         self._build_model(spec)
         self.opt = torch.optim.SGD(_param_groups(self.core, cfg.weight_decay), lr=cfg.scaled_lr(),
                                    momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -386,8 +419,8 @@ class _Run:
         if st.step_in_epoch == 0:
             st.update(dict(ep_loss=0.0, ep_correct=0.0, ep_seen=0.0, ep_time=0.0))
         self.sampler.set_epoch(epoch, st.step_in_epoch)
-        loader = DataLoader(self.data.train, batch_sampler=self.sampler, **self.loader_kw,
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        loader = _Batches(DataLoader(self.data.train, batch_sampler=self.sampler, **self.loader_kw,
+                                     generator=torch.Generator().manual_seed(cfg.seed + epoch)))
         task.train_mode(self.net, cfg)
         # the epoch's loss and correct sums live on the device between checks (no per-step host sync)
         sums = torch.tensor([st.ep_loss, st.ep_correct], dtype=torch.float64, device=self.device)
@@ -517,8 +550,7 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         where = (f"in epoch {st.epoch + 1}/{cfg.epochs} after step {st.step_in_epoch} of {run.steps_per_epoch}"
                  if st.step_in_epoch else f"after epoch {st.epoch}/{cfg.epochs}")
         raise TrainingStopped(signum, f"stopped by {signal.Signals(signum).name} {where} (global step "
-                                      f"{st.global_step}); checkpoint written to {run.last}; rerun with --resume "
-                                      f"to continue")
+                                      f"{st.global_step}); checkpoint written to {run.last}")
     rows = metrics.rows() if dist.is_main else []
     summary = {"model": run.identity.get("name", cfg.model), "data": cfg.data, "epochs_done": st.epoch,
                "steps": st.global_step, "metric": task.metric, f"best_{task.metric}": st.best_value,

@@ -25,53 +25,53 @@ class Recipe:
     model: str = "rexnet_100"          # zoo name or NetSpec file (.json/.yaml)
     data: str = "cifar10"              # dataset name or path to an image tree / zip
     data_root: str | None = None       # where named datasets live (default $REXNET_DATA or .data)
-    download: bool = False
+    download: bool = False             # fetch a named dataset with torchvision when missing (needs internet)
     stride_plan: str = "auto"          # auto (cifar when input_size <= 32) | imagenet | cifar
     num_classes: int | None = None     # default: from the data
     weights: str | None = None         # start from a checkpoint (ours, timm's, the authors')
     reset_classifier: bool = True      # fine-tuning: a new classifier when classes differ
-    freeze_backbone: bool = False
+    freeze_backbone: bool = False      # train only the classifier
     # recipe
-    recipe: str = "cifar"
-    transform: str = "cifar"
-    input_size: int = 32
-    epochs: int = 30
+    recipe: str = "cifar"              # the preset these values start from: imagenet | cifar | finegrained
+    transform: str = "cifar"           # augmentation: imagenet (timm's) | cifar (pad-and-crop, flip)
+    input_size: int = 32               # image side in pixels, for training and evaluation
+    epochs: int = 30                   # training epochs
     batch_size: int = 128              # global, over all processes
     accum_steps: int = 1               # micro-batches per optimiser step (same global batch)
     lr: float = 0.1                    # at lr_base_batch; scaled linearly with batch_size
-    lr_base_batch: int = 128
-    warmup_epochs: float = 1.0
-    min_lr: float = 0.0
-    momentum: float = 0.9
-    nesterov: bool = True
+    lr_base_batch: int = 128           # the batch size --lr is given for
+    warmup_epochs: float = 1.0         # linear warm-up, then cosine decay (fractions of an epoch allowed)
+    min_lr: float = 0.0                # the learning rate the cosine decay ends at
+    momentum: float = 0.9              # SGD momentum
+    nesterov: bool = True              # Nesterov momentum
     weight_decay: float = 5e-4         # not applied to BN parameters and biases
-    label_smoothing: float = 0.1
-    dropout: float = 0.2
-    drop_path: float = 0.0
-    auto_augment: str | None = None
-    color_jitter: float = 0.0
-    re_prob: float = 0.0
-    re_mode: str = "pixel"
-    crop_pct: float = 0.875
-    interpolation: str = "bicubic"
+    label_smoothing: float = 0.1       # cross-entropy label smoothing, in [0, 1)
+    dropout: float = 0.2               # dropout before the classifier
+    drop_path: float = 0.0             # stochastic-depth rate
+    auto_augment: str | None = None    # timm RandAugment policy, e.g. rand-m9-mstd0.5 (imagenet transform; none = off)
+    color_jitter: float = 0.0          # colour-jitter strength (imagenet transform)
+    re_prob: float = 0.0               # random-erasing probability (imagenet transform)
+    re_mode: str = "pixel"             # random-erasing fill: pixel | rand | const
+    crop_pct: float = 0.875            # evaluation: resize to input_size / crop_pct, then centre-crop
+    interpolation: str = "bicubic"     # resize interpolation: bicubic | bilinear
     amp: str = "auto"                  # auto (bf16 on GPU, off on CPU) | off | fp16 | bf16
-    ema: bool = False
-    ema_decay: float = 0.9999
-    sync_bn: bool = False
-    channels_last: bool = False
+    ema: bool = False                  # keep an EMA of the weights; the EMA is evaluated and saved
+    ema_decay: float = 0.9999          # EMA decay per optimiser step
+    sync_bn: bool = False              # synchronise BatchNorm statistics across processes (torchrun)
+    channels_last: bool = False        # NHWC memory format
     # data loading
-    workers: int = 0
+    workers: int | None = 0            # DataLoader processes per process; auto = min(8, cores - 1)
     cache_images: bool = False         # decode once and keep in memory (small datasets)
-    skip_bad_images: bool = False
-    train_subset: int | None = None    # first N (class-balanced) training samples, for quick runs
-    val_subset: int | None = None
+    skip_bad_images: bool = False      # skip and count unreadable images instead of stopping
+    train_subset: int | None = None    # exactly N training samples, classes taking turns (none or 0 = all)
+    val_subset: int | None = None      # exactly N validation samples, classes taking turns (none or 0 = all)
     # run control
-    seed: int = 0
+    seed: int = 0                      # seed of the weights, the sampling order and the augmentation
     early_stop_patience: int = 0       # epochs without a better val top-1 before stopping (0 = off)
     ckpt_every_steps: int = 0          # also checkpoint inside an epoch (0 = at epoch ends only)
     stop_after_steps: int = 0          # end the run (resumably) after this many optimiser steps
-    tensorboard: bool = False
-    progress: bool = True
+    tensorboard: bool = False          # also log to OUT/tb (needs the tensorboard package)
+    progress: bool = True              # progress bar on stderr
     device: str = "auto"               # auto | cpu | cuda
 
     def validate(self) -> "Recipe":
@@ -93,6 +93,8 @@ class Recipe:
             bad(f"transform must be imagenet or cifar, got {self.transform!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             bad(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.workers is not None and self.workers < 0:
+            bad(f"workers must be >= 0 or auto, got {self.workers}")
         return self
 
     def scaled_lr(self) -> float:
