@@ -37,9 +37,9 @@ SETTINGS = {
 }
 # A second attempt (--attempt2; writes runs/coco128_<arch>_attempt2, resumable): the recipe's smaller
 # R-CNN samples, lr 0.01 at batch 4 (2-4x the above) with a two-epoch warm-up.  lr 0.02 at batch 4
-# diverged (NaN) in epoch 1-2 for Faster and Mask R-CNN.  Stopped, not finished, on 2026-11-29:
-# Faster R-CNN box AP 0.001 (AP50 0.007) after 7 of 20 epochs; RetinaNet 0.012 (AP50 0.096) at
-# epoch 6 of 16, then 0.000-0.003 with its loss rising and falling; Mask R-CNN 0.000 after 2 of 20.
+# diverged (NaN) in epoch 1-2 for Faster and Mask R-CNN.  Stopped, not finished, on 2026-11-29
+# (box AP in percent): Faster R-CNN <= 0.001 (AP50 0.007) in 8 of 20 epochs; RetinaNet 0.012 (AP50
+# 0.096) at epoch 6 of 16, then 0.000-0.003 with its loss rising and falling; Mask R-CNN 0.000 after 2.
 ATTEMPT2 = {
     "fasterrcnn_fpn": dict(min_size=224, max_size=320, epochs=20, lr=0.01, lr_base_batch=4, warmup_epochs=2),
     "maskrcnn_fpn": dict(min_size=224, max_size=320, epochs=20, lr=0.01, lr_base_batch=4, warmup_epochs=2),
