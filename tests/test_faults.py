@@ -90,27 +90,34 @@ def test_export_and_bench_refuse_an_existing_output_until_overwrite(tmp_path, ca
 
 
 @needs_cifar
-def test_rank_verify_refuses_an_output_made_with_other_settings(tmp_path, capsys):
+def test_rank_verify_refuses_an_output_made_with_other_settings_until_overwrite(tmp_path, capsys):
     from rexnet.io import write_json
-    from rexnet.rank.verify import _prepare_out, verification_spec
+    from rexnet.rank.verify import verification_spec
     from rexnet.train.recipe import load_recipe, save_config
 
-    # the baseline variant's folder as `rank-verify --epochs 1 --out-chs 32` leaves it when stopped
+    # the baseline variant's folder as `rank-verify --epochs 2 --out-chs 32` leaves it when stopped
+    out = tmp_path / "v"
     spec = verification_spec("baseline", 32)
-    cfg = load_recipe("cifar", dict(model=spec.name, data=str(CIFAR_ZIP), epochs=1, train_subset=100, val_subset=50,
+    cfg = load_recipe("cifar", dict(model=spec.name, data=str(CIFAR_ZIP), epochs=2, train_subset=128, val_subset=20,
                                     seed=0, dropout=0.0, batch_size=128))
-    save_config(cfg, tmp_path / "v" / "baseline" / "config.yaml")
-    write_json(spec.to_dict(), tmp_path / "v" / "baseline" / "spec.json")
-    before = _files(tmp_path / "v")
-    args = ["rank-verify", "--data", str(CIFAR_ZIP), "--epochs", "2", "--train-subset", "100", "--val-subset", "50",
-            "--out-chs", "32", "--no-progress", "--out", str(tmp_path / "v")]
+    save_config(cfg, out / "baseline" / "config.yaml")
+    write_json(spec.to_dict(), out / "baseline" / "spec.json")
+    (out / "baseline" / "metrics.jsonl").write_text('{"epoch": 0, "val_top1": 12.5}\n')
+    before = _files(out)
+    args = ["rank-verify", "--data", str(CIFAR_ZIP), "--epochs", "1", "--train-subset", "128", "--val-subset", "20",
+            "--out-chs", "32", "--no-progress", "--out", str(out)]   # one step of 128 images per model
     assert main(args) == 2
     line = _one_line_error(capsys.readouterr().err)
-    assert "other settings (baseline: epochs: 1 -> 2)" in line and "--overwrite" in line
-    assert _files(tmp_path / "v") == before
-    # --overwrite (the function's overwrite=True) removes the earlier run before training again
-    _prepare_out(tmp_path / "v", {"baseline": (spec, cfg)}, overwrite=True)
-    assert _files(tmp_path / "v") == {}
+    assert "other settings (baseline: epochs: 2 -> 1)" in line and "--overwrite" in line
+    assert _files(out) == before
+    # --overwrite replaces the earlier run: every model trains afresh with the new settings
+    assert main(args + ["--overwrite"]) == 0
+    names = ["baseline", "first_1x1_ratio_1_6", "ib_ratio_0.8", "silu"]
+    for name in names:   # baseline's old metrics row (no train_loss) is gone, not appended to
+        assert "epochs: 1" in (out / name / "config.yaml").read_text()
+        rows = _metrics(out / name)
+        assert len(rows) == 1 and rows[0]["epoch"] == 0 and "train_loss" in rows[0]
+    assert [r["model"] for r in json.loads((out / "table2.json").read_text())] == names
 
 
 # -- 5. SIGINT / SIGTERM: finish the step, checkpoint, exit with one line; --resume is exact ------
@@ -171,6 +178,17 @@ def _unwritable_commands(bad: Path) -> list[list[str]]:
         ["bench", "rexnet_lite_100", "--out", str(bad / "bench")],
         ["export", "rexnet_lite_100", "--out", str(bad / "m.onnx")],
         ["rank-verify", "--data", str(CIFAR_ZIP), "--out", str(bad / "table2")],
+        # the commands that read or compute first check where they will write, too
+        ["models", "--profile", "--json", str(bad / "models.json")],
+        ["info", "rexnet_100", "--plot", str(bad / "widths.png")],
+        ["info", "rexnet_100", "--save-spec", str(bad / "spec.yaml")],
+        ["data", "check", str(CIFAR_ZIP), "--json", str(bad / "check.json")],
+        ["demo", "--out", str(bad / "demo")],
+        ["rank-study", "--quick", "--out", str(bad / "study")],
+        ["rank-analyze", "--model", "rexnet_lite_100", "--data", str(CIFAR_ZIP), "--out", str(bad / "analysis")],
+        ["rank-audit", "rexnet_100", "--csv", str(bad / "audit.csv")],
+        ["search", "run", "--preset", "smoke", "--out", str(bad / "search")],
+        ["search", "analyze", str(bad.parent), "--out", str(bad / "report")],
     ]
 
 

@@ -74,6 +74,27 @@ def test_bad_image_in_loader_workers_is_one_line_data_error(corrupt_tree, tmp_pa
     assert line.startswith(f"rexnet train: error: cannot decode image {victim}: "), line
 
 
+@needs_hymenoptera
+def test_bad_validation_image_with_loader_workers_ends_the_run_in_one_line(corrupt_tree, tmp_path):
+    """The same fault in the validation split, met by the evaluation's loader workers after the
+    first epoch: one line and exit 2 within seconds (the process once hung at exit, joining
+    workers that ignore SIGTERM)."""
+    root, train_victim = corrupt_tree
+    train_victim.unlink()  # the training split is clean
+    victim = sorted((root / "val" / "ants").glob("*.jpg"))[1]
+    victim.write_bytes(b"not a jpeg")
+    cmd = [sys.executable, "-m", "rexnet.cli", "train", "--model", tiny_spec_file(tmp_path, 2), "--data",
+           str(root), "--epochs", "1", "--batch-size", "4", "--workers", "1", "--cache-images", "false",
+           "--progress", "false", "--out", str(tmp_path / "run")]
+    env = dict(os.environ, REXNET_TCMALLOC="0", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    err = [ln for ln in proc.stderr.splitlines() if not ln.startswith(("loading", "rexnet: using"))]
+    line = assert_one_clean_line("\n".join(err))
+    assert line.startswith(f"rexnet train: error: cannot decode image {victim}: "), line
+
+
 def test_workers_auto_leaves_a_core_and_keeps_explicit_counts():
     cores = available_cores()
     assert resolve_workers("auto") == resolve_workers(None) == max(0, min(8, cores - 1))
@@ -150,6 +171,40 @@ def test_boolean_flags_take_every_form_and_subsets_are_exact(capsys):
                                       "--ema", "false", "--no-progress"])
     assert dataclass_overrides(args, Recipe, skip=("recipe",)) == dict(
         model="m", data="d", skip_bad_images=True, ema=False, progress=False)
+    assert Recipe(workers=None).validate().workers is None  # `--workers auto`
+    with pytest.raises(ValueError, match="workers must be >= 0 or auto, got -2"):
+        Recipe(workers=-2).validate()
+
+
+@pytest.mark.parametrize("argv, flag, expected", [
+    ([], "skip_bad_images", False), (["--skip-bad-images"], "skip_bad_images", True),
+    (["--skip-bad-images", "false"], "skip_bad_images", False), (["--no-skip-bad-images"], "skip_bad_images", False),
+    (["--ema"], "ema", True), (["--ema", "yes"], "ema", True), (["--no-ema"], "ema", False),
+    (["--download"], "download", True), (["--no-download"], "download", False)])
+def test_eval_booleans_take_flag_value_and_no_forms(argv, flag, expected):
+    args = build_parser().parse_args(["eval", "--weights", "w.pt", "--data", "d", *argv])
+    assert getattr(args, flag) is expected
+
+
+def test_rank_and_detect_booleans_take_the_same_forms():
+    parse = build_parser().parse_args
+    study = ["rank-study", "--quick"]
+    from rexnet.rank.cli import config_from_args
+    assert config_from_args(parse(study)).center is False
+    assert config_from_args(parse(study + ["--center"])).center is True
+    assert config_from_args(parse(study + ["--center", "false"])).center is False
+    assert parse(study + ["--no-progress"]).progress is False and parse(study).progress is True
+    analyze = ["rank-analyze", "--model", "m", "--data", "d", "--out", "o"]
+    assert (parse(analyze).center, parse(analyze).skip_bad_images) == (False, False)
+    a = parse(analyze + ["--center", "--skip-bad-images", "true"])
+    assert (a.center, a.skip_bad_images) == (True, True)
+    verify = ["rank-verify", "--out", "o"]
+    assert (parse(verify).overwrite, parse(verify).progress) == (False, True)
+    assert (parse(verify + ["--overwrite", "--no-progress"]).overwrite, parse(verify + ["--no-progress"]).progress) \
+        == (True, False)
+    det = ["detect", "eval", "--weights", "w.pt", "--data", "d"]
+    assert [parse(det + a).skip_bad_images for a in ([], ["--skip-bad-images"], ["--no-skip-bad-images"])] \
+        == [False, True, False]
 
 
 @needs_hymenoptera
@@ -184,3 +239,23 @@ def test_help_shows_each_field_comment_and_default():
     text = " ".join(train.format_help().split())
     assert "--batch-size BATCH_SIZE global, over all processes (default: 128)" in text
     assert "--amp AMP auto (bf16 on GPU, off on CPU) | off | fp16 | bf16 (default: auto)" in text
+    # every recipe field has its comment as help, and its default where it has one
+    assert "--epochs EPOCHS training epochs (default: 30)" in text
+    assert "--nesterov [BOOL] Nesterov momentum (default: true)" in text
+    assert "--workers WORKERS DataLoader processes per process; auto = min(8, cores - 1) (default: 0)" in text
+    recipe_flags = [a for g in train._action_groups if g.title and g.title.startswith("recipe fields")
+                    for a in g._group_actions]
+    assert len(recipe_flags) > 45 and all(a.help for a in recipe_flags), [a.dest for a in recipe_flags if not a.help]
+
+
+def test_commands_describe_themselves():
+    parser = build_parser()
+    top = " ".join(parser.format_help().split())
+    assert "Rethinking Channel Dimensions" in top and "thin argument parsing" not in top
+    choices = parser._subparsers._group_actions[0].choices
+    for name, words in (("train", "--resume (continues OUT/last.pt exactly)"), ("eval", "Top-1, top-5 and loss"),
+                        ("demo", "rank study (Section 3)")):
+        text = " ".join(choices[name].format_help().split())
+        assert words in text, (name, text)
+    demo = " ".join(choices["demo"].format_help().split())
+    assert "channel search" in demo and "--runs RUNS timed runs per model" in demo

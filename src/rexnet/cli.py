@@ -7,6 +7,10 @@ from pathlib import Path
 
 from . import __version__
 
+DESCRIPTION = ("ReXNet (Han et al., CVPR 2021, 'Rethinking Channel Dimensions for Efficient Model Design'): "
+               "the model zoo, the rank study (Section 3), the channel-configuration search (Section 4), "
+               "training, evaluation, detection, benchmarks and export. Start with `rexnet demo`.")
+
 
 def _spec_from_arg(arg: str):
     """The spec any way of naming a model gives, with its strides as designed."""
@@ -15,11 +19,21 @@ def _spec_from_arg(arg: str):
     return resolve_spec(arg, stride_plan="imagenet")
 
 
+def _check_output_files(*paths: str | None) -> None:
+    """The output files a command was given can be written: one line if not, before any work."""
+    from .train.checkpoint import check_writable_file
+
+    for path in paths:
+        if path:
+            check_writable_file(path)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .io import write_json
     from .models.zoo import list_models
     from .report import format_table, zoo_rows
 
+    _check_output_files(args.json)
     names = list_models(args.pattern)
     if not names:
         print(f"no model matches {args.pattern!r}; try `rexnet models` for all", file=sys.stderr)
@@ -44,6 +58,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .complexity import complexity
     from .report import block_rows, format_table, plot_widths
 
+    _check_output_files(args.plot, args.save_spec)
     spec = _spec_from_arg(args.model)
     c = complexity(spec, args.input_size)
     print(f"{spec.name}: {c.params:,} params, {c.macs:,} MACs at {args.input_size or spec.input_size}px, "
@@ -65,9 +80,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .io import write_json
     from .models.zoo import list_models, model_spec
     from .report import block_rows, format_table, plot_widths, zoo_rows
+    from .train.checkpoint import check_writable
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(args.out)  # before the zoo is timed, the study run and the search trained
     print("== The model zoo (params and MACs at 224x224; CPU latency at batch 1) ==")
     names = list_models()
     latency = None
@@ -153,6 +168,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from .io import write_json
     from .train.data import check_tree
 
+    _check_output_files(args.json)
     report = check_tree(args.path)
     for split, s in report["splits"].items():
         print(f"{split}: {s['images']} readable images in {len(s['classes'])} classes")
@@ -168,7 +184,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rexnet", description=__doc__)
+    p = argparse.ArgumentParser(prog="rexnet", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"rexnet {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -189,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--save-spec", help="write the NetSpec as .json or .yaml")
     i.set_defaults(func=cmd_info)
 
-    t = sub.add_parser("train", help="train a model (torchrun for several processes or nodes)")
+    t = sub.add_parser("train", help="train a model (torchrun for several processes or nodes)",
+                       description="Train --model on --data with a recipe preset or YAML; each recipe field "
+                                   "below overrides the preset. Several processes or nodes: torchrun "
+                                   "--nproc-per-node N -m rexnet.cli train .... A run already in --out is "
+                                   "refused unless --resume (continues OUT/last.pt exactly) or --overwrite.")
     t.add_argument("--model", required=True, help="zoo name or NetSpec file")
     t.add_argument("--data", required=True, help="cifar10 | cifar100 | mnist | fashion-mnist | food101 | "
                    "stanford_cars | fgvc_aircraft | flowers102 | oxford_pets | dtd | image tree | zip")
@@ -201,28 +221,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run in --out (without this or "
                    "--resume, an existing run is refused)")
     t.add_argument("--json", action="store_true", help="also print the summary as JSON")
-    from .flags import add_dataclass_flags
+    from .flags import add_bool_flag, add_dataclass_flags
     from .train.recipe import Recipe
 
     add_dataclass_flags(t, Recipe, skip=("model", "data", "recipe"),
                         title="recipe fields (override the preset, which itself replaces the defaults "
-                              "shown; booleans take true/false)")
+                              "shown; booleans: --flag, --flag true|false, --no-flag)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="evaluate a checkpoint (any supported format)")
+    e = sub.add_parser("eval", help="evaluate a checkpoint (any supported format)",
+                      description="Top-1, top-5 and loss of a checkpoint (ours, timm's or the authors' ReXNetV1; "
+                                  ".safetensors or .pth) on the validation split of --data. Our checkpoints "
+                                  "carry their network, so --model is needed only for the others.")
     e.add_argument("--model", default=None, help="zoo name or NetSpec file (optional for our checkpoints)")
-    e.add_argument("--weights", required=True)
-    e.add_argument("--data", required=True)
-    e.add_argument("--data-root", default=None)
-    e.add_argument("--download", action="store_true")
+    e.add_argument("--weights", required=True, help="checkpoint file (.safetensors, .pth, .pt; ours, timm's or "
+                   "the authors')")
+    e.add_argument("--data", required=True, help="dataset name (cifar10, ...), image tree or zip")
+    e.add_argument("--data-root", default=None, help="where named datasets live (default $REXNET_DATA or .data)")
+    add_bool_flag(e, "--download", help="fetch a named dataset when missing (needs internet)")
     e.add_argument("--input-size", type=int, default=None, help="default: 224, or 32 for CIFAR-sized models")
     e.add_argument("--transform", default=None, help="imagenet | cifar (default: by input size)")
-    e.add_argument("--stride-plan", default="auto")
-    e.add_argument("--num-classes", type=int, default=None)
-    e.add_argument("--batch-size", type=int, default=100)
-    e.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
-    e.add_argument("--skip-bad-images", action="store_true")
-    e.add_argument("--ema", action="store_true", help="use the EMA weights of a training checkpoint")
+    e.add_argument("--stride-plan", default="auto", help="auto (cifar when input size <= 32) | imagenet | cifar")
+    e.add_argument("--num-classes", type=int, default=None, help="default: from the checkpoint")
+    e.add_argument("--batch-size", type=int, default=100, help="default: 100")
+    e.add_argument("--limit", type=int, default=None,
+                   help="evaluate N images only, classes taking turns (default: all)")
+    add_bool_flag(e, "--skip-bad-images", help="skip and count unreadable images")
+    add_bool_flag(e, "--ema", help="use the EMA weights of a training checkpoint")
     e.add_argument("--out", default=None, help="summary JSON path (default eval_summary.json)")
     e.set_defaults(func=cmd_eval)
 
@@ -249,9 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detect_commands(sub)
 
-    d = sub.add_parser("demo", help="the main job: zoo table, block table, schedule plot")
-    d.add_argument("--out", default="out")
-    d.add_argument("--runs", type=int, default=10)
+    d = sub.add_parser("demo", help="the paper at smoke scale: zoo, block table, schedule plot, rank study, search",
+                      description="The paper's study end to end at smoke scale: the zoo table (params, MACs, "
+                                  "CPU latency), ReXNet x1.0 block by block, the schedule plot, the quick "
+                                  "rank study (Section 3) and a smoke channel search with its report "
+                                  "(Section 4). Writes models.json, schedules.png, rank_study/ and search/ "
+                                  "under --out.")
+    d.add_argument("--out", default="out", help="output folder (default: out)")
+    d.add_argument("--runs", type=int, default=10, help="timed runs per model for the latency column (default: 10)")
     d.add_argument("--no-profile", action="store_true", help="skip the latency column")
     d.add_argument("--no-rank-study", action="store_true", help="skip the quick rank study")
     d.add_argument("--no-search", action="store_true", help="skip the smoke channel search")
@@ -270,7 +300,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        stop_code = getattr(e, "exit_code", None)  # TrainingStopped: SIGINT/SIGTERM after a finished step
+        if stop_code is not None:
+            print(f"rexnet {args.command}: {e}", file=sys.stderr)
+            return stop_code
         print(f"rexnet {args.command}: interrupted; finished work is kept (train: --resume continues)",
               file=sys.stderr)
         return 130

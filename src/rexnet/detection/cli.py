@@ -83,7 +83,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_detect_commands(subparsers: "argparse._SubParsersAction") -> None:
-    from ..flags import add_dataclass_flags
+    from ..flags import add_bool_flag, add_dataclass_flags
     from .recipe import CLASSIFICATION_ONLY, DETECTION_RECIPES, DetectionRecipe
 
     d = subparsers.add_parser("detect", help="object detection: ReXNet backbones in torchvision's detectors")
@@ -112,7 +112,7 @@ def add_detect_commands(subparsers: "argparse._SubParsersAction") -> None:
     e.add_argument("--ann", default=None, help="instances JSON (default DATA/annotations/instances_SPLIT2017.json)")
     e.add_argument("--split", default="val", help="val (default; train when the root has no val split)")
     e.add_argument("--limit", type=int, default=None, help="the first N images only")
-    e.add_argument("--skip-bad-images", action="store_true", help="skip and count unreadable images / annotations")
+    add_bool_flag(e, "--skip-bad-images", help="skip and count unreadable images / annotations")
     e.add_argument("--out", default=None, help="write the metrics as JSON here")
     e.set_defaults(func=cmd_eval)
 

@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..train.data import DataError, SeededTransform
+from ..train.data import DataError, SeededTransform, decode_error_reason
 
 __all__ = ["CocoDetection", "collate", "load_coco_json", "detection_transforms"]
 
@@ -254,7 +254,8 @@ class CocoDetection(Dataset):
             with Image.open(path) as im:
                 img = pil_to_tensor(im.convert("RGB"))
         except Exception as e:   # OSError for a truncated file, others from PIL's plugins
-            raise DataError(f"image {image_id} ({path}, listed in {self.ann_file}) does not decode: {e}") from None
+            raise DataError(f"image {image_id} ({path}, listed in {self.ann_file}) does not decode: "
+                            f"{decode_error_reason(e)}") from None
         if tuple(img.shape[1:]) != (info["height"], info["width"]):
             raise DataError(f"image {image_id} ({path}): the JSON says {info['width']}x{info['height']} "
                             f"but the file is {img.shape[2]}x{img.shape[1]}")

@@ -39,11 +39,13 @@ def print_study(rep) -> None:
 
 
 def cmd_rank_study(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable
     from .study import run_and_report
 
     cfg = config_from_args(args)
+    check_writable(args.out)
     try:
-        rep = run_and_report(cfg, args.out, workers=args.workers, progress=not args.no_progress, fresh=args.fresh,
+        rep = run_and_report(cfg, args.out, workers=args.workers, progress=args.progress, fresh=args.fresh,
                              compress=args.compress, stop_after=args.stop_after, compare=args.compare)
     except KeyboardInterrupt:
         print(f"rexnet rank-study: interrupted; finished networks are kept in {args.out} -- rerun the same "
@@ -56,8 +58,12 @@ def cmd_rank_study(args: argparse.Namespace) -> int:
 
 
 def cmd_rank_audit(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable_file
     from .audit import audit, format_audit, write_audit
 
+    for path in (args.csv, args.json):
+        if path:
+            check_writable_file(path)
     res = audit(args.model, input_size=args.input_size)
     print(format_audit(res))
     for path in write_audit(res, args.csv, args.json):
@@ -67,6 +73,7 @@ def cmd_rank_audit(args: argparse.Namespace) -> int:
 
 def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     """Add ``rank-study`` and ``rank-audit`` to the ``rexnet`` command's subparsers."""
+    from ..flags import add_bool_flag
     from .measures import DEFAULT_TOLS, MEASURE_KINDS
     from .networks import ACTIVATIONS, BLOCK_TYPES, QUICK_NETWORKS
 
@@ -99,7 +106,7 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     s.add_argument("--tols", default=None,
                    help=f"relative tolerances of the numerical rank, 'f32' = matrix_rank's float32 default "
                         f"(default {','.join(DEFAULT_TOLS)})")
-    s.add_argument("--center", action="store_true", help="subtract each channel's mean before the spectrum")
+    add_bool_flag(s, "--center", default=None, help="subtract each channel's mean before the spectrum (default: false)")
     s.add_argument("--seed", type=int, default=None, help="study seed (default 0)")
     s.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
     s.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
@@ -109,7 +116,7 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
                    help="compute at most K networks in this run; the next run continues")
     s.add_argument("--compare", action="append", default=[], metavar="DIR",
                    help="another finished study (e.g. the same with --center) to set side by side in report.md")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_bool_flag(s, "--progress", default=True, help="progress bar on stderr (default: true; --no-progress)")
     s.set_defaults(func=cmd_rank_study)
 
     z = subparsers.add_parser(
@@ -124,8 +131,8 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     z.add_argument("--input-size", type=int, default=224)
     z.add_argument("--stride-plan", default="auto")
     z.add_argument("--columns", type=int, default=4096, help="feature columns sampled per layer")
-    z.add_argument("--center", action="store_true", help="centre features before the spectrum")
-    z.add_argument("--skip-bad-images", action="store_true")
+    add_bool_flag(z, "--center", help="centre features before the spectrum")
+    add_bool_flag(z, "--skip-bad-images", help="skip and count unreadable images")
     z.add_argument("--seed", type=int, default=0)
     z.add_argument("--out", required=True)
     z.set_defaults(func=cmd_rank_analyze)
@@ -137,8 +144,10 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     v.add_argument("--val-subset", type=int, default=2000, help="0 = all test images")
     v.add_argument("--out-chs", type=int, default=128, help="output width of the second IB")
     v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--no-progress", action="store_true")
-    v.add_argument("--out", required=True)
+    add_bool_flag(v, "--progress", default=True, help="progress bar on stderr (default: true; --no-progress)")
+    v.add_argument("--out", required=True, help="output folder: one run folder per model, table2.csv, .md and .json")
+    v.add_argument("--overwrite", action="store_true", help="replace a Table 2 run made with other settings "
+                   "(without it, such a run is refused; one with the same settings continues)")
     v.set_defaults(func=cmd_rank_verify)
 
     a = subparsers.add_parser(
@@ -168,9 +177,11 @@ def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan
 def cmd_rank_analyze(args: argparse.Namespace) -> int:
     import torch
 
+    from ..train.checkpoint import check_writable
     from ..train.data import eval_images
     from .analyze import analyze_model, write_analysis
 
+    check_writable(args.out)  # before the images are read and the models analysed
     size = args.input_size
     images = eval_images(args.data, args.images, size, args.data_root, skip_bad=args.skip_bad_images)
     specs = [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]
@@ -193,11 +204,16 @@ def cmd_rank_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_rank_verify(args: argparse.Namespace) -> int:
+    from ..train.loop import TrainingStopped
     from .verify import run_verification
 
-    run_verification(args.data, args.out, epochs=args.epochs, train_subset=args.train_subset or None,
-                     val_subset=args.val_subset or None, out_chs=args.out_chs, seed=args.seed,
-                     progress=not args.no_progress)
+    try:
+        run_verification(args.data, args.out, epochs=args.epochs, train_subset=args.train_subset or None,
+                         val_subset=args.val_subset or None, out_chs=args.out_chs, seed=args.seed,
+                         progress=args.progress, overwrite=args.overwrite)
+    except TrainingStopped as e:  # SIGINT / SIGTERM: the model in training kept its last.pt
+        print(f"rexnet rank-verify: {e.what}; rerun the same command to continue", file=sys.stderr)
+        return e.exit_code
     print((Path(args.out) / "table2.md").read_text())
     return 0
 

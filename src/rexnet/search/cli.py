@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..flags import add_dataclass_flags, dataclass_overrides
 from .runner import SearchSettings
@@ -33,8 +34,10 @@ _HELPS = dict(preset="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)",
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable
     from .runner import run_search, status
 
+    check_writable(args.out)  # before any trial
     counts = run_search(args.out, SearchSettings(**dataclass_overrides(args, SearchSettings)))
     st = status(args.out)
     print(f"{st['done']}/{st['total']} trials done, {st['failed']} failed"
@@ -67,9 +70,14 @@ def cmd_search_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search_analyze(args: argparse.Namespace) -> int:
+    from ..train.checkpoint import check_writable
     from .report import analyze
 
+    missing = [d for d in args.dirs if not Path(d).exists()]
+    if missing:  # before the output check, which would create FIRST_DIR/report
+        raise FileNotFoundError(f"no search in {missing[0]}: no such folder")
     out = args.out or (args.dirs[0].rstrip("/") + "/report")
+    check_writable(out)  # before the searches are read
     res = analyze(args.dirs, out)
     print(f"wrote {res.get('report', out + '/report.md')}")
     return 0
