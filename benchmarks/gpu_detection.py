@@ -38,7 +38,8 @@ def main() -> None:
                   min_size=800, max_size=1200)
         if args.quick:
             kw.update(epochs=1, batch_size=4, train_subset=8, val_subset=4, min_size=96, max_size=128)
-        s = train(load_detection_recipe("coco", kw), out / arch, task=DetectionTask())
+        # a measurement starts fresh: replace the run an earlier invocation left in OUT/ARCH
+        s = train(load_detection_recipe("coco", kw), out / arch, overwrite=True, task=DetectionTask())
         ips = s["final"]["images_per_s"]
         rows[arch] = dict(images_per_s=ips, best_val_bbox_mAP=s["best_val_bbox_mAP"], epochs=s["epochs_done"],
                           coco_schedule_hours=COCO_TRAIN_IMAGES * COCO_EPOCHS / ips / 3600)
