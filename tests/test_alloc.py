@@ -90,10 +90,10 @@ def test_training_command_reexecs_once_with_tcmalloc_and_the_switch_turns_it_off
 
 
 def test_training_commands_are_read_from_the_first_two_words():
-    for args in (["train", "--model", "m"], ["search", "run", "--preset", "smoke"], ["rank-verify"],
-                 ["detect", "train", "--data", "d"]):
+    for args in (["train", "--model", "m"], ["search", "run", "--preset", "smoke"], ["rank-verify"]):
         assert trains(args), args
     for args in ([], ["--version"], ["search", "status", "out"], ["search", "--help"], ["detect", "eval"],
+                 ["detect", "train", "--data", "d"],   # variable image sizes: tcmalloc bloated it (alloc.py)
                  ["models", "train"], ["eval", "--weights", "w"]):
         assert not trains(args), args
 
