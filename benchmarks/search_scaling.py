@@ -3,13 +3,13 @@
     .venv/bin/python benchmarks/search_scaling.py --data ../shared/data/cifar10-jpeg.zip \
         --out benchmarks/results/search_scaling
 
-Each configuration ``WxC`` (W workers of C CPUs each; default 1x2 then 2x1 on 2 cores)
+Each configuration ``WxC`` (W workers of C CPUs each; default 1x1, 1x2 and 2x1 on 2 cores)
 trains the same smoke-preset trials (same specs, seeds, images; each ends with the full
 10,000-image test evaluation) on a local Ray instance that the search starts and stops.
 Each run has its own store, so nothing is reused between them.  Besides trials/hour
 over the whole run, the trials' own start/finish times say where the wall went:
 ``startup_s`` (Ray starting, until the first trial starts), ``tail_s`` (the last trial
-running while the other worker has nothing left), ``end_s`` (after the last trial:
+running while the other workers have nothing left), ``end_s`` (after the last trial:
 Ray stopping), and each trial's CPU seconds per wall second (about its thread count
 when it had its cores, less when it waited for them).  Writes scaling.json.
 """
@@ -28,7 +28,7 @@ from rexnet.search.runner import DB_NAME, SearchSettings, run_search
 from rexnet.search.store import Store
 
 
-def timeline(out: Path, t0: float, t1: float) -> dict:
+def timeline(out: Path, t0: float, t1: float, workers: int) -> dict:
     """Where the wall of one run went, from the store's start/finish times of its trials."""
     with Store(out / DB_NAME) as store:
         done = store.trials("done")
@@ -36,7 +36,7 @@ def timeline(out: Path, t0: float, t1: float) -> dict:
     finishes = sorted(f for _, f in spans)
     res = [t["result"] for t in done]
     return dict(startup_s=round(spans[0][0] - t0, 1),
-                tail_s=round(finishes[-1] - finishes[-2], 1) if len(finishes) > 1 else 0.0,
+                tail_s=round(finishes[-1] - finishes[-min(workers, len(finishes))], 1),
                 end_s=round(t1 - finishes[-1], 1),
                 trial_wall_s=round(statistics.mean(r["wall_s"] for r in res), 1),
                 trial_cpu_per_wall=round(statistics.mean(r["cpu_s"] / r["wall_s"] for r in res), 2),
@@ -79,7 +79,7 @@ def main() -> int:
     ap.add_argument("--train-subset", type=int, default=1000)
     ap.add_argument("--val-subset", type=int, default=500)
     ap.add_argument("--configs", default=None,
-                    help="comma-separated WORKERSxCPUS, e.g. 1x2,2x1,1x1 (default: 1xN,2x(N/2) on N cores)")
+                    help="comma-separated WORKERSxCPUS, e.g. 1x2,2x1 (default: 1x1,1xN,2x(N/2) on N cores)")
     ap.add_argument("--eval-batches", default=None,
                     help="only time the full-test forward pass at these batch sizes, e.g. 32,50,128,500")
     ap.add_argument("--out", default="benchmarks/results/search_scaling")
@@ -92,7 +92,7 @@ def main() -> int:
         return 0
     cores = os.cpu_count() or 1
     configs = ([tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")] if args.configs
-               else [(1, cores), (2, max(1, cores // 2))])
+               else [(1, 1), (1, cores), (2, max(1, cores // 2))])
     out = Path(args.out)
     res = dict(cores=cores, trials=args.trials + 2, epochs=args.epochs, train_subset=args.train_subset,
                val_subset=args.val_subset, runs={})
@@ -107,13 +107,12 @@ def main() -> int:
         counts = run_search(d, s)
         t1 = time.time()
         run = dict(workers=workers, cpus_per_trial=cpus, wall_s=round(t1 - t0, 1), done=counts["done"],
-                   trials_per_hour=round(counts["done"] / (t1 - t0) * 3600, 1), **timeline(d, t0, t1))
+                   trials_per_hour=round(counts["done"] / (t1 - t0) * 3600, 1), **timeline(d, t0, t1, workers))
         res["runs"][name] = run
         print(json.dumps({name: run}), flush=True)
-    if len(configs) >= 2:
-        first, second = (f"{w}x{c}" for w, c in configs[:2])
-        res["ratio"] = {f"{second}_over_{first}": round(res["runs"][second]["trials_per_hour"]
-                                                        / res["runs"][first]["trials_per_hour"], 3)}
+    rate = {k: r["trials_per_hour"] for k, r in res["runs"].items()}
+    res["ratios"] = {f"{a}_over_{b}": round(rate[a] / rate[b], 3) for a in rate for b in rate
+                     if res["runs"][a]["workers"] > res["runs"][b]["workers"]}
     write_json(res, out / "scaling.json")
     print(json.dumps(res, indent=2))
     return 0

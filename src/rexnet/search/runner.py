@@ -8,7 +8,12 @@ driver claims trials and runs each as a Ray task with ``cpus_per_trial`` /
 ``gpus_per_trial`` resources; without an address it starts a local Ray instance and
 stops it at the end.  Either way the driver keeps the heartbeats of the trials in
 flight, so a killed search loses at most their unfinished epochs (each trial resumes
-from its own last checkpoint).
+from its own last checkpoint).  Trial processes and a local Ray instance's workers start
+with tcmalloc where it is installed (:mod:`rexnet.alloc`; ``REXNET_TCMALLOC=0``: not).
+
+Scaling (``benchmarks/search_scaling.py``, 6 smoke trials on 2 cores): 2 Ray workers of
+one thread give 1.74x the trials/hour of 1 worker of one thread, but only 1.17x of 1
+worker of two threads, since one trial uses a second thread well (1.74 CPU-s per second).
 """
 from __future__ import annotations
 
@@ -33,9 +38,9 @@ __all__ = ["SearchSettings", "prepare", "run_search", "run_trial", "status"]
 
 DB_NAME = "search.db"
 # Images per batch of the full test-set evaluation, (CPU, GPU).  On a CPU small batches keep
-# the activations in cache: the smoke reference (BN folded, one thread) scored 943 img/s at
-# batch 50 against 469 at 128 and 468 at 500 (`benchmarks/search_scaling.py --eval-batches
-# 32,50,128,500`, this 2-core machine under load).
+# the activations in cache: the smoke reference (BN folded, one thread) scored 953 img/s at
+# batch 50 (1,044 at 32) against 471 at 128 and 425 at 500 (`benchmarks/search_scaling.py
+# --eval-batches 32,50,128,500`, 2-core machine, benchmarks/results/search_scaling/eval_batches.json).
 TEST_BATCH = (50, 500)
 
 
