@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -126,19 +127,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     import logging
 
     from .flags import dataclass_overrides
-    from .train.loop import TrainingStopped, summary_line, train
+    from .train.loop import summary_line, train
     from .train.recipe import Recipe, load_recipe
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = load_recipe(args.recipe, dataclass_overrides(args, Recipe, skip=("recipe",)))
-    main_process = int(__import__("os").environ.get("RANK", "0")) == 0
-    try:
-        summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
-    except TrainingStopped as e:  # SIGINT / SIGTERM: the step finished, last.pt written
-        if main_process:
-            print(f"rexnet train: {e}", file=sys.stderr)
-        return e.exit_code
-    if main_process:
+    # SIGINT / SIGTERM (TrainingStopped) end in main(), which says where the checkpoint is
+    summary = train(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    if _main_process():
         print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
         if args.json:
@@ -292,6 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _main_process() -> bool:
+    """Rank 0 under torchrun (or no torchrun): the one process that prints a run's outcome."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    """``train``, ``detect train``, ``search run``: the command and, for command groups, the
+    subcommand (their ``add_subparsers`` dest is ``<command>_command``)."""
+    sub = getattr(args, f"{args.command.replace('-', '_')}_command", None)
+    return f"{args.command} {sub}" if sub else args.command
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:   # the process's own command line: commands that train re-exec with tcmalloc
         from .alloc import reexec_if_wanted
@@ -303,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         stop_code = getattr(e, "exit_code", None)  # TrainingStopped: SIGINT/SIGTERM after a finished step
         if stop_code is not None:
-            print(f"rexnet {args.command}: {e}", file=sys.stderr)
+            if _main_process():   # every rank stops at the same step; one line says so
+                print(f"rexnet {_command_name(args)}: {e}", file=sys.stderr)
             return stop_code
         print(f"rexnet {args.command}: interrupted; finished work is kept (train: --resume continues)",
               file=sys.stderr)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 __all__ = ["add_detect_commands"]
@@ -16,21 +15,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     import os
 
     from ..flags import dataclass_overrides
-    from ..train.loop import TrainingStopped, summary_line, train
+    from ..train.loop import summary_line, train
     from .recipe import CLASSIFICATION_ONLY, DetectionRecipe, load_detection_recipe
     from .task import DetectionTask
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = dataclass_overrides(args, DetectionRecipe, skip=("recipe",) + CLASSIFICATION_ONLY)
-    main_process = int(os.environ.get("RANK", "0")) == 0
-    try:
-        summary = train(load_detection_recipe(args.recipe, overrides), args.out, resume=args.resume,
-                        overwrite=args.overwrite, task=DetectionTask())
-    except TrainingStopped as e:  # SIGINT / SIGTERM: the step finished, last.pt written
-        if main_process:
-            print(f"rexnet detect train: {e}", file=sys.stderr)
-        return e.exit_code
-    if main_process:
+    # SIGINT / SIGTERM (TrainingStopped) end in rexnet.cli.main, which says where the checkpoint is
+    summary = train(load_detection_recipe(args.recipe, overrides), args.out, resume=args.resume,
+                    overwrite=args.overwrite, task=DetectionTask())
+    if int(os.environ.get("RANK", "0")) == 0:
         print(summary_line(summary))
         print(f"wrote {Path(args.out) / 'summary.json'}")
     return 0
