@@ -35,7 +35,7 @@ SETTINGS = {
     "retinanet_fpn": dict(min_size=224, max_size=320, epochs=10, lr=0.01, lr_base_batch=16),
     "maskrcnn_fpn": dict(min_size=224, max_size=320, epochs=20, lr=0.01, lr_base_batch=4, warmup_epochs=2),
 }
-# A second attempt (--attempt2; writes runs/coco128_<arch>_attempt2, resumable): the recipe's smaller
+# A second attempt (--attempt 2; writes runs/coco128_<arch>_attempt2, resumable): the recipe's smaller
 # R-CNN samples, lr 0.01 at batch 4 (2-4x the above) with a two-epoch warm-up.  lr 0.02 at batch 4
 # diverged (NaN) in epoch 1-2 for Faster and Mask R-CNN.  Stopped, not finished, on 2026-11-29
 # (box AP in percent): Faster R-CNN <= 0.001 (AP50 0.007) in 8 of 20 epochs; RetinaNet 0.012 (AP50
@@ -45,7 +45,31 @@ ATTEMPT2 = {
     "maskrcnn_fpn": dict(min_size=224, max_size=320, epochs=20, lr=0.01, lr_base_batch=4, warmup_epochs=2),
     "retinanet_fpn": dict(min_size=224, max_size=320, epochs=16, lr=0.01, lr_base_batch=4, warmup_epochs=2),
 }
+# A third attempt (--attempt 3; writes runs/coco128_<arch>_attempt3, resumable): the backbone starts from
+# the committed SSDLite320 run's (docs/detection/coco128_ssdlite/best.pt, trained on these same 128
+# images), as detection practice starts from a trained backbone (ImageNet weights cannot be downloaded
+# here); all five stages train, BatchNorm frozen (the default with backbone weights).
+SSDLITE_RUN = Path("docs/detection/coco128_ssdlite/best.pt")
+ATTEMPT3 = {arch: dict(v, trainable_layers=5) for arch, v in ATTEMPT2.items()}
 PICTURES = ("000000000009.jpg", "000000000025.jpg", "000000000030.jpg")
+
+
+def backbone_from_detector(ckpt: Path, dest: Path) -> Path:
+    """The classification network inside a detector checkpoint (its ``backbone.body.*``), as a
+    safetensors file any ``--weights`` takes (the classifier is left out: reset_classifier)."""
+    from safetensors.torch import save_file
+
+    from rexnet.models.weights import read_checkpoint
+
+    if dest.is_file():
+        return dest
+    sd = read_checkpoint(ckpt)["model"]
+    body = {k.removeprefix("backbone.body."): v.contiguous() for k, v in sd.items() if k.startswith("backbone.body.")}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(".tmp")
+    save_file(body, str(tmp))
+    tmp.replace(dest)
+    return dest
 
 
 def main() -> None:
@@ -53,11 +77,15 @@ def main() -> None:
     p.add_argument("--arch", default="fasterrcnn_fpn", choices=sorted(SETTINGS))
     p.add_argument("--data", default=str(SHARED))
     p.add_argument("--out", default=None)
-    p.add_argument("--attempt2", action="store_true", help="the second attempt's settings (ATTEMPT2)")
+    p.add_argument("--attempt", type=int, default=1, choices=(1, 2, 3),
+                   help="1: SETTINGS (the committed runs); 2: ATTEMPT2; 3: ATTEMPT3 (backbone from the SSDLite run)")
     args = p.parse_args()
     short = args.arch.removesuffix("_fpn").removesuffix("320")
-    settings = ATTEMPT2[args.arch] if args.attempt2 else SETTINGS[args.arch]
-    out = Path(args.out or (f"runs/coco128_{short}_attempt2" if args.attempt2 else f"docs/detection/coco128_{short}"))
+    settings = {1: SETTINGS, 2: ATTEMPT2, 3: ATTEMPT3}[args.attempt][args.arch]
+    out = Path(args.out or (f"runs/coco128_{short}_attempt{args.attempt}" if args.attempt > 1
+                            else f"docs/detection/coco128_{short}"))
+    if args.attempt == 3:
+        settings = dict(settings, weights=str(backbone_from_detector(SSDLITE_RUN, out / "backbone.safetensors")))
     cfg = load_detection_recipe("coco128", dict(data=args.data, arch=args.arch, model="rexnet_100",
                                                 progress=False, **settings))
     task = DetectionTask()
@@ -82,7 +110,8 @@ def main() -> None:
     ax.axhline(untrained["val_bbox_mAP"], color="grey", lw=1, label=f"untrained AP {untrained['val_bbox_mAP']:.2f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("AP on the 128 training images (%)")
-    ax.set_title(f"COCO128 memorisation: {args.arch}, ReXNet x1.0 (random init)")
+    init = "backbone from the SSDLite run" if args.attempt == 3 else "random init"
+    ax.set_title(f"COCO128 memorisation: {args.arch}, ReXNet x1.0 ({init})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -232,7 +232,7 @@ def test_the_nan_advice_works_and_resume_changes_are_recorded(tmp_path, capsys, 
     assert main(_train_args(tmp_path, out, "--resume", "--epochs", "2", "--lr", "1e30")) == 3
     line = _one_line_error(capsys.readouterr().err)
     assert "training diverged; the last good checkpoint" in line
-    assert "rerun with --resume and a lower --lr or a --warmup-epochs above" in line
+    assert "rerun with --resume and a lower --lr, a --warmup-epochs above" in line
     assert (out / "last.pt").read_bytes() == before["last.pt"]
     # a field that may not change is refused, in one line that names those which may
     assert main(_train_args(tmp_path, out, "--resume", "--epochs", "2", "--seed", "3")) == 2

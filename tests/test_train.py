@@ -211,3 +211,22 @@ def test_fashion_mnist_from_the_local_debian_copy(tmp_path):
 
     x, y = IndexedDataset(val, build_transforms("cifar", 32, False))[0]
     assert x.shape == (3, 32, 32) and 0 <= y < 10
+
+
+@needs_cifar
+def test_clip_grad_norm_bounds_every_update_and_may_change_on_resume(tmp_path):
+    def moved(clip: float) -> float:
+        out = tmp_path / f"clip{clip}"
+        kw = dict(train_subset=96, val_subset=20, weight_decay=0.0, clip_grad_norm=clip)
+        train(cifar_recipe(tmp_path, **kw), out)
+        w1 = load_checkpoint(out / "last.pt")["model"]
+        train(cifar_recipe(tmp_path, epochs=2, **kw), out, resume=True)
+        w2 = load_checkpoint(out / "last.pt")["model"]
+        params = [k for k in w1 if w1[k].is_floating_point() and "running_" not in k]
+        return max(float((w2[k] - w1[k]).abs().max()) for k in params)
+
+    # 3 steps at lr 0.1 with Nesterov momentum 0.9: each update is at most ~19x the clipped norm
+    assert moved(1e-9) < 1e-6
+    assert moved(0.0) > 1e-3
+    with pytest.raises(ValueError, match="clip_grad_norm must be >= 0"):
+        cifar_recipe(tmp_path, clip_grad_norm=-1.0)

@@ -57,7 +57,7 @@ __all__ = ["TrainingDiverged", "TrainingStopped", "RunState", "train", "lr_at", 
 # min_lr, epochs) is a pure function of the step, so a new one simply applies from the resumed
 # step on; the rest do not touch what is computed.  ``model`` is only how the network was
 # named: the spec's hash, checked separately, is its identity.
-RESUMABLE_CHANGES = {"model", "epochs", "lr", "warmup_epochs", "min_lr", "early_stop_patience",
+RESUMABLE_CHANGES = {"model", "epochs", "lr", "warmup_epochs", "min_lr", "clip_grad_norm", "early_stop_patience",
                      "stop_after_steps", "ckpt_every_steps", "progress", "workers", "cache_images",
                      "tensorboard", "download", "data_root"}
 # What a run writes into its folder: any of them there means the folder holds a run.
@@ -403,11 +403,11 @@ class _Run:
             at = st.global_step / self.steps_per_epoch   # epochs done when it was seen
             if self.last.exists():
                 advice = (f"the last good checkpoint {self.last} is kept. To continue from it, rerun with "
-                          f"--resume and a lower --lr or a --warmup-epochs above {at:.3g} (both may change on "
-                          f"resume and are recorded in the run's history)")
+                          f"--resume and a lower --lr, a --warmup-epochs above {at:.3g} or a --clip-grad-norm (these "
+                          f"may change on resume and are recorded in the run's history)")
             else:
-                advice = (f"no checkpoint had been written yet. Rerun with --overwrite and a lower --lr or a "
-                          f"higher --warmup-epochs")
+                advice = (f"no checkpoint had been written yet. Rerun with --overwrite and a lower --lr, a "
+                          f"higher --warmup-epochs or a --clip-grad-norm")
             raise TrainingDiverged(
                 f"loss is {float(sums[0])} at epoch {st.epoch}, by step {st.global_step} (checked every "
                 f"{NAN_CHECK_EVERY} steps): training diverged; {advice}.")
@@ -451,6 +451,11 @@ class _Run:
                     self.scaler.scale(loss / len(chunks)).backward()
                 sums += torch.stack([loss.detach().double() * n, correct.double()])
                 seen += n
+            if cfg.clip_grad_norm:
+                # after the all-reduce, so every rank clips the same gradients the same way
+                self.scaler.unscale_(self.opt)
+                torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]],
+                                               cfg.clip_grad_norm)
             self.scaler.step(self.opt)
             self.scaler.update()
             self.opt.zero_grad(set_to_none=True)

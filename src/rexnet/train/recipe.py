@@ -45,6 +45,7 @@ class Recipe:
     momentum: float = 0.9              # SGD momentum
     nesterov: bool = True              # Nesterov momentum
     weight_decay: float = 5e-4         # not applied to BN parameters and biases
+    clip_grad_norm: float = 0.0        # clip the gradients' global L2 norm to this before each step (0 = off)
     label_smoothing: float = 0.1       # cross-entropy label smoothing, in [0, 1)
     dropout: float = 0.2               # dropout before the classifier
     drop_path: float = 0.0             # stochastic-depth rate
@@ -83,6 +84,8 @@ class Recipe:
             bad(f"batch_size ({self.batch_size}) must be a positive multiple of accum_steps ({self.accum_steps})")
         if self.lr <= 0 or self.lr_base_batch < 1:
             bad(f"lr must be > 0 and lr_base_batch >= 1, got {self.lr}, {self.lr_base_batch}")
+        if self.clip_grad_norm < 0:
+            bad(f"clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
         if not 0 <= self.label_smoothing < 1:
             bad(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.stride_plan not in ("auto", "imagenet", "cifar"):
