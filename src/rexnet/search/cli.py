@@ -1,4 +1,4 @@
-"""``rexnet search run|status|analyze|presets|references|sample``: argument parsing over
+"""``rexnet search run|status|recover|analyze|presets|references|sample``: argument parsing over
 :mod:`rexnet.search`."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from ..flags import add_dataclass_flags, dataclass_overrides
 from .runner import SearchSettings
 
-__all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_analyze",
+__all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_recover", "cmd_search_analyze",
            "cmd_search_references", "cmd_search_sample"]
 
 
@@ -30,7 +30,13 @@ _HELPS = dict(preset="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)",
               cpus_per_trial="Ray resources per trial", gpus_per_trial="Ray resources per trial (e.g. 0.25)",
               device="auto | cpu | cuda", amp="auto | off | bf16 | fp16",
               ray="run trials as Ray tasks on a local Ray instance started (and stopped) here",
-              ray_address="join a running Ray cluster, e.g. auto or ray://head:10001")
+              ray_address="join a running Ray cluster, e.g. auto or ray://head:10001",
+              skip_bad_images="skip and count unreadable images (in the data check and every trial) "
+                              "instead of stopping; not part of the protocol",
+              retry="run failed trials again (default; --no-retry: leave them failed)",
+              max_attempts="retry a failed trial only while it has had fewer attempts (0 = no limit)",
+              stop_after_failures="stop the search when this many trials in a row fail with the same "
+                                  "error (0 = never)")
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:
@@ -48,6 +54,13 @@ def cmd_search_run(args: argparse.Namespace) -> int:
         res = analyze([args.out], args.out + "/report")
         print(f"wrote {res.get('report', args.out + '/report/report.md')}")
     return 0 if counts["failed"] == 0 else 1
+
+
+def cmd_search_recover(args: argparse.Namespace) -> int:
+    from .runner import recover
+
+    recover(args.out)
+    return 0
 
 
 def cmd_search_status(args: argparse.Namespace) -> int:
@@ -176,6 +189,11 @@ def add_search_commands(sub) -> None:
     st.add_argument("out")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_search_status)
+
+    rc = ss.add_parser("recover", help="rebuild a damaged search.db from the trials' result.json files "
+                                       "(the bad file is kept as search.db.bad-<time>)")
+    rc.add_argument("out")
+    rc.set_defaults(func=cmd_search_recover)
 
     a = ss.add_parser("analyze", help="the paper's analysis of one or more searches (report.md + figures)")
     a.add_argument("dirs", nargs="+")

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from ..io import write_csv, write_json, write_text
 from ..report import format_table
 from .plots import plot_edf, plot_fig2, plot_fig4, plot_rank, plot_shapes
-from .runner import DB_NAME
+from .runner import DB_NAME, SearchSettings
 from .stats import GROUP_RULE, GROUPS, SHAPE_DESCRIPTIONS, SHAPE_STATS, analyze_search, fmt, trial_family
 from .store import Store
 
@@ -322,7 +322,9 @@ def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
     failed = [dict(search=lab, **f, error_line=(f["error"].splitlines() or [""])[-1][:120])
               for lab, a in results.items() for f in a["failed"]]
     L += (_table([{k: f[k] for k in ("search", "key", "kind", "repeat", "error_line")} for f in failed])
-          + ["Excluded from every statistic; `rexnet search run` on the same directory retries them."]
+          + ["Excluded from every statistic. `rexnet search run` on the same directory retries each failed "
+             f"trial that has had fewer than `--max-attempts` attempts (default {SearchSettings.max_attempts}); "
+             "`--no-retry` leaves them failed."]
           if failed else ["None."])
     return "\n".join(L) + "\n"
 

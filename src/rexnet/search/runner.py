@@ -32,11 +32,13 @@ from typing import Any, Callable
 from ..alloc import loaded, preload_children
 from ..io import read_jsonl, write_json
 from .space import Preset, get_preset
-from .store import Store, worker_id
+from .store import Store, StoreError, worker_id
 
-__all__ = ["SearchSettings", "prepare", "run_search", "run_trial", "status"]
+__all__ = ["SearchSettings", "prepare", "run_search", "execute", "run_trial", "status",
+           "SearchHalted", "check_data", "recover"]
 
 DB_NAME = "search.db"
+SIDECAR = "search.json"   # the protocol and preset beside the store, for `rexnet search recover`
 # Images per batch of the full test-set evaluation, (CPU, GPU).  On a CPU small batches keep
 # the activations in cache: the smoke reference (BN folded, one thread) scored 953 img/s at
 # batch 50 (1,044 at 32) against 471 at 128 and 425 at 500 (`benchmarks/search_scaling.py
@@ -60,6 +62,7 @@ class SearchSettings:
     early_stop_patience: int | None = None
     seed: int | None = None
     rank_images: int = 256              # images for the final-feature rank (0 = skip)
+    test_images: int | None = None      # final test top-1 on the first N class-balanced test images (none or 0 = all)
     device: str = "auto"
     channels_last: bool = True
     amp: str = "auto"
@@ -69,6 +72,12 @@ class SearchSettings:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     progress: bool = True
+    # not part of the protocol: on the same data a trial either reads no bad image (the same
+    # result with or without it) or fails without it
+    skip_bad_images: bool = False
+    retry: bool = True
+    max_attempts: int = 3
+    stop_after_failures: int = 3
 
     def resolved(self) -> Preset:
         p = get_preset(self.preset)
@@ -89,7 +98,22 @@ def protocol_of(p: Preset, s: SearchSettings) -> dict[str, Any]:
     d = p.to_dict()
     d.pop("trials")
     d.update(rank_images=s.rank_images, channels_last=s.channels_last, amp=s.amp)
+    if s.test_images:   # only when set, so stores made before the knob keep their protocol
+        d["test_images"] = s.test_images
     return d
+
+
+def _trial_rows(p: Preset) -> list[dict[str, Any]]:
+    """The store rows of a preset's trials: the two references and ``trials`` samples, each
+    ``repeats`` times, in that order."""
+    rows = []
+    for cand in p.space.iter_all(p.trials, p.seed):
+        spec = cand.spec.replace(name=f"{p.space.name}_{cand.kind}_{cand.hash[:8]}")
+        for r in range(p.repeats):
+            rows.append(dict(key=f"{cand.hash}-r{r}", spec_hash=cand.hash, repeat=r, seed=p.seed + r,
+                             kind=cand.kind, spec=spec.to_json(), widths=list(cand.widths), macs=cand.macs,
+                             params=cand.params, params_of_f=cand.params_of_f))
+    return rows
 
 
 def prepare(out: str | os.PathLike, s: SearchSettings) -> tuple[Store, Preset]:
@@ -99,17 +123,66 @@ def prepare(out: str | os.PathLike, s: SearchSettings) -> tuple[Store, Preset]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / DB_NAME)
-    store.init_protocol(protocol_of(p, s))
-    rows = []
-    for cand in p.space.iter_all(p.trials, p.seed):
-        spec = cand.spec.replace(name=f"{p.space.name}_{cand.kind}_{cand.hash[:8]}")
-        for r in range(p.repeats):
-            rows.append(dict(key=f"{cand.hash}-r{r}", spec_hash=cand.hash, repeat=r, seed=p.seed + r,
-                             kind=cand.kind, spec=spec.to_json(), widths=list(cand.widths), macs=cand.macs,
-                             params=cand.params, params_of_f=cand.params_of_f))
-    store.add(rows)
+    protocol = protocol_of(p, s)
+    store.init_protocol(protocol)
+    store.add(_trial_rows(p))
     store.set_meta("preset", p.to_dict())
+    write_json(dict(protocol=protocol, preset=p.to_dict()), out / SIDECAR)
     return store, p
+
+
+def check_data(p: Preset, s: SearchSettings, log: Callable[[str], None] = print) -> None:
+    """Open the search's data once, before any trial: both splits, and every image the
+    trials read from an image tree or zip (their training subset and the whole test split;
+    the first few of a named set).  A bad path, an unreadable zip or a corrupt image is a
+    one-line :class:`DataError` here instead of one failed trial after another; with
+    ``skip_bad_images`` the unreadable ones are counted and skipped, as the trials will."""
+    from ..train.data import ImageTree, balanced_subset, build_dataset
+
+    t0, read, bad = time.time(), 0, []
+    for split, subset in (("train", p.train_subset), ("val", None)):
+        ds = build_dataset(p.data, split, None, s.data_root, s.download, s.skip_bad_images)
+        view = balanced_subset(ds, subset) if isinstance(ds, ImageTree) else balanced_subset(ds, min(8, len(ds)))
+        for i in range(len(view)):
+            view[i]
+        read += len(view)
+        bad += [ds.path_of(rel) for rel in getattr(ds, "bad_files", [])]
+    log(f"data {p.data}: {read} images read in {time.time() - t0:.1f}s"
+        + (f"; {len(bad)} unreadable, skipped (--skip-bad-images): {', '.join(bad[:3])}"
+           + (" ..." if len(bad) > 3 else "") if bad else ""))
+
+
+class SearchHalted(ValueError):
+    """The last ``stop_after_failures`` trials failed with the same error: the search stopped."""
+
+
+class _FailFast:
+    """Counts trials in a row that failed with the same error (the trial's own key taken
+    out of the message); a success resets the count."""
+
+    def __init__(self, limit: int):
+        self.limit, self.streak, self.last, self.error = limit, 0, None, None
+        self.lock = threading.Lock()
+
+    def record(self, key: str, error: str | None) -> bool:
+        """True when the search should stop."""
+        with self.lock:
+            if error is None:
+                self.streak, self.last = 0, None
+                return False
+            msg = error.replace(key, "<trial>")
+            self.streak = self.streak + 1 if msg == self.last else 1
+            self.last = msg
+            if self.limit > 0 and self.streak >= self.limit:
+                self.error = error
+                return True
+            return False
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise SearchHalted(f"stopped: {self.streak} trials in a row failed with the same error "
+                               f"({' '.join(self.error.split())}); fix the cause and rerun the same command "
+                               f"(failed trials are retried)")
 
 
 # -- one trial ---------------------------------------------------------------------------
@@ -134,7 +207,8 @@ def run_trial(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, thr
         model=spec.name, data=p.data, data_root=s.data_root, download=s.download, epochs=p.epochs,
         batch_size=p.batch_size, train_subset=p.train_subset, val_subset=p.val_subset, seed=trial["seed"],
         early_stop_patience=p.early_stop_patience, progress=False, device=s.device,
-        channels_last=s.channels_last, amp=s.amp, stride_plan="auto", dropout=spec.head.dropout))
+        channels_last=s.channels_last, amp=s.amp, stride_plan="auto", dropout=spec.head.dropout,
+        skip_bad_images=s.skip_bad_images))
     summary = train(cfg, tdir, spec=spec, resume=True)
     curves = read_jsonl(tdir / "metrics.jsonl")
     result = dict(best_val_top1=summary["best_val_top1"], best_epoch=summary["best_epoch"],
@@ -147,7 +221,7 @@ def run_trial(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, thr
     best = create_model(tdir / "best.pt")  # the network as trained (classes from the data), best weights
     # one reading of the test split for both (opening CIFAR's 60,000-entry zip costs about a second)
     test_set = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
-    result.update(_full_test(best, test_set, cfg))
+    result.update(_full_test(best, test_set, cfg, s.test_images or None))
     if s.rank_images:
         result.update(_final_rank(best, test_set, cfg, s.rank_images, trial["seed"]))
     # cpu_s / wall_s near the thread count: the trial had its cores; well below: it waited for them
@@ -158,10 +232,11 @@ def run_trial(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, thr
     return result
 
 
-def _full_test(model, test_set, cfg) -> dict[str, Any]:
+def _full_test(model, test_set, cfg, n: int | None = None) -> dict[str, Any]:
     """Top-1 of the best weights on every image of the data's test split (CIFAR: all
     10,000), whatever the trial's ``val_subset``: the number the analysis ranks by,
-    without the 1.5-point binomial noise of a 1,000-image subset.
+    without the 1.5-point binomial noise of a 1,000-image subset (``n``: the first ``n``
+    class-balanced images instead, for tests).
 
     The network runs in its deploy form (BN folded into the convolutions: the same
     function, fewer kernels) at small batches on a CPU, which keep the activations in
@@ -174,7 +249,7 @@ def _full_test(model, test_set, cfg) -> dict[str, Any]:
 
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    ds = _eval_view(test_set, cfg)
+    ds = _eval_view(test_set, cfg, n)
     net = deploy_model(model, channels_last=cfg.channels_last, device=device)
     dist = Dist(device=device)
     r = evaluate(net, make_eval_loader(ds, TEST_BATCH[device.type == "cuda"], dist), device, dist,
@@ -241,8 +316,27 @@ def _child(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, thread
 
 # -- drivers -----------------------------------------------------------------------------
 def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Run every unfinished trial of the search in ``out``; returns the store's counts."""
+    """Run every unfinished trial of the search in ``out``; returns the store's counts.
+    The data is checked once first (:func:`check_data`)."""
+    check_data(s.resolved(), s, log)
     store, p = prepare(out, s)
+    return execute(store, out, p, s, log)
+
+
+def execute(store: Store, out: str | os.PathLike, p: Preset, s: SearchSettings,
+            log: Callable[[str], None] = print) -> dict[str, int]:
+    """Run the unfinished trials of a prepared ``store`` (locally or on Ray; the store is
+    closed at the end); returns its counts.  ``rexnet experiment`` fills its own stores.
+    Failed trials run again while they have had fewer than ``max_attempts`` attempts (unless
+    ``retry`` is off); :class:`SearchHalted` when ``stop_after_failures`` trials in a row
+    failed with the same error."""
+    if s.retry:
+        retried, left = store.retry_failed(s.max_attempts)
+        if retried:
+            log(f"retrying {retried} failed trial(s)")
+        if left:
+            log(f"{left} failed trial(s) had {s.max_attempts} attempts and stay failed (--max-attempts raises "
+                f"the limit)")
     c = store.counts()
     log(f"search {p.space.name}: {c['done']}/{sum(c.values())} trials done, {c['failed']} failed; "
         f"store {store.path}")
@@ -250,12 +344,14 @@ def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], N
     # trial processes and a local Ray instance's workers start with tcmalloc (REXNET_TCMALLOC=0: not);
     # a Ray cluster's workers are the cluster's business
     children = preload_children(say=log) if not s.ray_address else contextlib.nullcontext()
+    fail_fast = _FailFast(s.stop_after_failures)
     try:
         with children:
             if s.ray or s.ray_address:
-                _run_ray(store, str(out), p, s, log)
+                _run_ray(store, str(out), p, s, log, fail_fast)
             else:
-                _run_local(store, str(out), p, s, log)
+                _run_local(store, str(out), p, s, log, fail_fast)
+        fail_fast.check()
         return store.counts()
     finally:
         store.close()
@@ -294,19 +390,20 @@ def _heartbeats(store: Store, inflight: dict[str, str], stop: threading.Event, e
     return t
 
 
-def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
+def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log, fail_fast: _FailFast) -> None:
     workers = max(1, s.workers)
     threads = max(1, _cores() // workers)
     ctx = mp.get_context("spawn")
     inflight: dict[str, str] = {}
     stop = threading.Event()
+    halt = threading.Event()   # fail-fast: claim no more trials, record those in flight
     _heartbeats(store, inflight, stop)
     progress = _Progress(store, s.progress, log)
     children: list = []
 
     def slot(i: int) -> None:
         me = worker_id(f"slot{i}")
-        while not stop.is_set():
+        while not stop.is_set() and not halt.is_set():
             trial = store.claim(me)
             if trial is None:
                 return
@@ -332,6 +429,8 @@ def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log) -> Non
             else:
                 store.fail(trial["key"], me, res["error"])
                 progress.update(trial["key"], None, res["error"])
+            if fail_fast.record(trial["key"], res.get("error")):
+                halt.set()
 
     pool = [threading.Thread(target=slot, args=(i,), daemon=True) for i in range(workers)]
     for t in pool:
@@ -352,7 +451,7 @@ def _run_local(store: Store, out: str, p: Preset, s: SearchSettings, log) -> Non
         progress.close()
 
 
-def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
+def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log, fail_fast: _FailFast) -> None:
     try:
         import ray
     except ImportError as e:
@@ -377,7 +476,7 @@ def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
     progress = _Progress(store, s.progress, log)
     try:
         while True:
-            while len(refs) < max(1, s.workers):
+            while len(refs) < max(1, s.workers) and fail_fast.error is None:
                 trial = store.claim(me)
                 if trial is None:
                     break
@@ -395,9 +494,11 @@ def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
                     cause = getattr(e, "cause", None) or e
                     store.fail(key, me, f"{type(cause).__name__}: {cause}")
                     progress.update(key, None, f"{type(cause).__name__}: {cause}")
+                    fail_fast.record(key, f"{type(cause).__name__}: {cause}")
                 else:
                     store.finish(key, me, res)
                     progress.update(key, res, None)
+                    fail_fast.record(key, None)
     except KeyboardInterrupt:
         for ref, key in refs.items():
             ray.cancel(ref, force=True)
@@ -409,6 +510,96 @@ def _run_ray(store: Store, out: str, p: Preset, s: SearchSettings, log) -> None:
         progress.close()
         if started:
             ray.shutdown()
+
+
+# -- recovery ----------------------------------------------------------------------------
+def _preset_from_dict(d: dict[str, Any]) -> Preset:
+    """The preset a stored ``Preset.to_dict()`` describes (its space by name)."""
+    base = get_preset(d["space"]["name"])
+    return dataclasses.replace(base, **{f.name: d[f.name] for f in dataclasses.fields(Preset)
+                                        if f.name != "space" and f.name in d})
+
+
+def _infer_search(out: Path, results: list[Path]) -> tuple[dict[str, Any], Preset]:
+    """Protocol and preset of a search without its sidecar (made before there was one), from
+    its trials' folders: the space from the networks' names, the training settings from a
+    trial's config.yaml, the repeats and sampled models from the trial keys."""
+    import yaml
+
+    configs = [r.parent / "config.yaml" for r in results if (r.parent / "config.yaml").is_file()]
+    if not configs:
+        raise FileNotFoundError(f"cannot recover {out}: no {SIDECAR} and no trial with a config.yaml")
+    cfg = yaml.safe_load(configs[0].read_text())
+    space = str(cfg["model"]).rsplit("_", 2)[0]
+    keys = [r.parent.name for r in results]
+    p = dataclasses.replace(get_preset(space), data=cfg["data"], epochs=cfg["epochs"],
+                            repeats=1 + max(int(k.rsplit("-r", 1)[1]) for k in keys),
+                            train_subset=cfg["train_subset"], val_subset=cfg["val_subset"],
+                            batch_size=cfg["batch_size"], early_stop_patience=cfg["early_stop_patience"],
+                            seed=cfg["seed"] - int(configs[0].parent.name.rsplit("-r", 1)[1]))
+    # the sampled models: the shortest prefix of the sampler's sequence that holds every one seen
+    want = {k.rsplit("-r", 1)[0] for k in keys} - {c.hash for c in p.space.references()}
+    n, pos = max(1, len(want)), {}
+    while want - pos.keys() and n <= 10_000:
+        pos = {c.hash: i for i, c in enumerate(p.space.samples(n, p.seed))}
+        n *= 2
+    p = dataclasses.replace(p, trials=1 + max((pos[h] for h in want if h in pos), default=-1))
+    ok = [json.loads(r.read_text()).get("ok") or {} for r in results]
+    s = SearchSettings(rank_images=256 if any("nuclear_norm" in r for r in ok) else 0,
+                       channels_last=bool(cfg["channels_last"]), amp=cfg["amp"])
+    return protocol_of(p, s), p
+
+
+def recover(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Rebuild ``out/search.db`` from the trials' ``result.json`` files: the trials of the
+    search's preset (from ``out/search.json``, else inferred from the trial folders) as
+    pending, then each result as done or failed.  A damaged store file (and its WAL) is
+    kept as ``search.db.bad-<time>``; a readable one is refused."""
+    out = Path(out)
+    path = out / DB_NAME
+    results = sorted((out / "trials").glob("*/result.json"))
+    if not results:
+        raise FileNotFoundError(f"nothing to recover in {out}: no trials/*/result.json")
+    if path.is_file() and path.stat().st_size > 0:
+        try:
+            with Store(path) as store:
+                readable = store.get_meta("protocol") is not None
+        except StoreError:
+            readable = False
+        if readable:
+            raise ValueError(f"{path} is a readable search store; nothing to recover")
+    sidecar = out / SIDECAR
+    if sidecar.is_file():
+        meta = json.loads(sidecar.read_text())
+        protocol, p = meta["protocol"], _preset_from_dict(meta["preset"])
+        how = f"protocol from {sidecar}"
+    else:
+        protocol, p = _infer_search(out, results)
+        how = "protocol inferred from the trials' config.yaml"
+    backup = None
+    if path.exists():
+        backup = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("-wal", "-shm", ""):   # the WAL belongs to the bad file
+            if Path(f"{path}{suffix}").exists():
+                os.replace(f"{path}{suffix}", f"{backup}{suffix}")
+    done = failed = 0
+    unknown = []
+    with Store(path) as store:
+        store.set_meta("protocol", protocol)
+        store.add(_trial_rows(p))
+        store.set_meta("preset", p.to_dict())
+        for r in results:
+            res = json.loads(r.read_text())
+            if store.restore(r.parent.name, res.get("ok"), res.get("error"), r.stat().st_mtime):
+                done, failed = done + ("ok" in res), failed + ("ok" not in res)
+            else:
+                unknown.append(r.parent.name)
+        counts = store.counts()
+    log(f"recovered {path}: {done} done and {failed} failed trials from {len(results)} result files, "
+        f"{counts['pending']} pending ({how})" + (f"; the bad file is kept as {backup}" if backup else "")
+        + (f"; {len(unknown)} trial folders match no trial of the preset: {', '.join(unknown[:3])}"
+           if unknown else ""))
+    return dict(counts=counts, backup=str(backup) if backup else None, unknown=unknown)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -423,6 +614,8 @@ def status(out: str | os.PathLike) -> dict[str, Any]:
         preset = store.get_meta("preset") or {}
         run = store.get_meta("run") or {}
     total = sum(counts.values())
+    if not total and not preset:
+        raise FileNotFoundError(f"no search in {out}: {path} holds no trials yet")
     walls = [t["result"]["wall_s"] for t in done]
     mean_wall = sum(walls) / len(walls) if walls else None
     remaining = counts["pending"] + counts["running"]

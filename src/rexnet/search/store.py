@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Store", "StoreError", "worker_id"]
+__all__ = ["Store", "StoreError", "corrupt_message", "worker_id"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +48,12 @@ class StoreError(ValueError):
     """The store cannot be used as asked (another search's file, changed protocol)."""
 
 
+def corrupt_message(path: Path, what: str) -> str:
+    """The one line a damaged store file gets: what is wrong and the way back."""
+    return (f"{path} is not a readable search store ({what}); `rexnet search recover {path.parent}` rebuilds it "
+            f"from the trials' result.json files, keeping the bad file as {path.name}.bad-<time>")
+
+
 def worker_id(tag: str = "") -> str:
     return f"{socket.gethostname()}:{os.getpid()}" + (f":{tag}" if tag else "")
 
@@ -73,12 +79,29 @@ class Store:
         self.path = Path(path)
         self.stale_after = stale_after
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
+        existed = self.path.is_file() and self.path.stat().st_size > 0
+        if self.path.is_file() and not existed and any((self.path.parent / "trials").glob("*/result.json")):
+            # sqlite would take an empty file for a new store and forget the finished trials
+            raise StoreError(corrupt_message(self.path, "an empty file"))
         self.lock = threading.RLock()   # one connection shared by a runner's threads
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(corrupt_message(self.path, str(e))) from None
+        self.db.row_factory = sqlite3.Row
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            if existed:   # a truncated or overwritten file fails here, not in the middle of a search
+                check = self.db.execute("PRAGMA quick_check").fetchone()[0]
+                if check != "ok":
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                raise
+            raise StoreError(corrupt_message(self.path, " ".join(str(e).split()))) from None
 
     def close(self) -> None:
         self.db.close()
@@ -168,13 +191,30 @@ class Store:
 
     def release(self, key: str, worker: str) -> None:
         """Give a claimed trial back (an orderly stop)."""
-        with self._tx():
-            self.db.execute("UPDATE trials SET status='pending', worker=NULL WHERE key=? AND worker=? "
-                            "AND status='running'", (key, worker))
+        with self._tx():   # an orderly stop is not an attempt (the trial resumes where it stopped)
+            self.db.execute("UPDATE trials SET status='pending', worker=NULL, attempts=MAX(attempts - 1, 0) "
+                            "WHERE key=? AND worker=? AND status='running'", (key, worker))
 
-    def retry_failed(self) -> int:
+    def restore(self, key: str, result: dict[str, Any] | None, error: str | None, finished: float) -> bool:
+        """Set a trial's outcome from its result file (``rexnet search recover``): done with
+        ``result``, else failed with ``error``.  False when the store has no such trial."""
         with self._tx():
-            return self.db.execute("UPDATE trials SET status='pending', error=NULL WHERE status='failed'").rowcount
+            return self.db.execute(
+                "UPDATE trials SET status=?, result=?, error=?, finished=?, attempts=MAX(attempts, 1), "
+                "worker='recovered' WHERE key=?",
+                ("done" if result is not None else "failed", None if result is None else json.dumps(result),
+                 None if result is not None else (error or "failed (no message)"), finished, key)).rowcount == 1
+
+    def retry_failed(self, max_attempts: int = 0) -> tuple[int, int]:
+        """Make failed trials pending again, those with fewer than ``max_attempts`` attempts
+        (0: all); returns (retried, left failed at the limit).  A trial's attempts count
+        every start that ended in a result, an error or a dead worker."""
+        limit = max_attempts if max_attempts > 0 else None
+        with self._tx():
+            retried = self.db.execute("UPDATE trials SET status='pending', error=NULL WHERE status='failed' "
+                                      "AND (? IS NULL OR attempts < ?)", (limit, limit)).rowcount
+            left = self.db.execute("SELECT COUNT(*) FROM trials WHERE status='failed'").fetchone()[0]
+        return retried, left
 
     # -- reading ------------------------------------------------------------------------
     def counts(self) -> dict[str, int]:

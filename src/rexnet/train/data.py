@@ -24,7 +24,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..io import atomic_path
 from ..models.build import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("rexnet.data")
@@ -307,22 +306,40 @@ TORCHVISION_DATASETS: dict[str, TorchvisionSet] = {
 LOCAL_SOURCES = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
 
 
-def _unpack_local_copy(name: str, root: Path) -> None:
-    """Unpack a system-installed copy of ``name`` (gzipped IDX files) into ``root`` for torchvision."""
+def _unpack_local_copy(name: str, root: Path, sources: Sequence[Path] | None = None) -> None:
+    """Unpack a system-installed copy of ``name`` (gzipped IDX files; ``sources``: where to
+    look, default :data:`LOCAL_SOURCES`) into ``root`` for torchvision.
+
+    Safe when several processes do it at once (a search's trials): each unpacks into its own
+    temporary sibling folder and renames it into place in one step, so the folder is either
+    absent or complete; the process that loses the race drops its copy."""
     import gzip
     import shutil
+    import tempfile
 
     target = root / TORCHVISION_DATASETS[name].folder
-    for source in LOCAL_SOURCES.get(name, []):
+    for source in LOCAL_SOURCES.get(name, []) if sources is None else sources:
         files = sorted(source.glob("*-ubyte.gz")) if source.is_dir() else []
         if len(files) < 4:
             continue
-        target.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            out = target / f.name[:-3]
-            if not out.exists():
-                with atomic_path(out) as tmp, gzip.open(f, "rb") as src, open(tmp, "wb") as dst:
+        if target.is_dir():   # unpacked (by another process) meanwhile: complete, since renamed whole
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpacking-", dir=target.parent))
+        try:
+            for f in files:
+                with gzip.open(f, "rb") as src, open(tmp / f.name[:-3], "wb") as dst:
                     shutil.copyfileobj(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                return    # another process renamed its copy first
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         log.info("unpacked the local copy of %s from %s into %s", name, source, target)
         return
 
