@@ -119,6 +119,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         res = analyze([out / "search"], out / "search" / "report")
         print(f"{counts['done']} trials done, {counts['failed']} failed; wrote "
               f"{res.get('report', out / 'search' / 'report' / 'report.md')}")
+        if counts["failed"]:   # a demo with a failed trial is not a demo that worked
+            print(f"rexnet demo: {counts['failed']} search trial(s) failed (see the report's Failed trials); "
+                  f"rerun to retry them", file=sys.stderr)
+            return 1
     return 0
 
 
