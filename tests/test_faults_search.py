@@ -56,6 +56,7 @@ def _run(tree: Path, out: Path, *extra: str) -> list[str]:
 
 
 # -- 4. the data is checked once, before any trial; --skip-bad-images is accepted -----------
+@pytest.mark.slow
 @needs_cifar
 def test_a_corrupt_image_fails_once_before_any_trial_and_skip_bad_images_proceeds(tmp_path, tree, capsys):
     bad_tree = tmp_path / "tree"
@@ -75,6 +76,7 @@ def test_a_corrupt_image_fails_once_before_any_trial_and_skip_bad_images_proceed
 
 
 # -- 4 and 2. the same error K times in a row stops the search; a rerun retries within a limit ---
+@pytest.mark.slow
 @needs_cifar
 def test_failed_trials_stop_the_search_then_are_retried_within_the_attempt_limit(tmp_path, tree, capsys):
     out = tmp_path / "search"
@@ -166,6 +168,7 @@ def _unpack_and_open(source: str, roots: list[str], barrier) -> None:
         assert len(build_dataset("fashion-mnist", "val", root=root)) == 100
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_two_processes_unpack_fashion_mnist_at_once_and_both_read_it(tmp_path):
     """A package folder laid out as Debian's dataset-fashion-mnist (gzipped IDX files) from

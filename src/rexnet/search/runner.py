@@ -318,7 +318,8 @@ def _child(trial: dict[str, Any], out: str, p: Preset, s: SearchSettings, thread
 def run_search(out: str | os.PathLike, s: SearchSettings, log: Callable[[str], None] = print) -> dict[str, int]:
     """Run every unfinished trial of the search in ``out``; returns the store's counts.
     The data is checked once first (:func:`check_data`)."""
-    check_data(s.resolved(), s, log)
+    if not s.ray_address:   # a Ray cluster's workers may see data that this machine does not
+        check_data(s.resolved(), s, log)
     store, p = prepare(out, s)
     return execute(store, out, p, s, log)
 
