@@ -274,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_detect_commands(sub)
 
+    from .design import add_design_command
+
+    add_design_command(sub)
+
     d = sub.add_parser("demo", help="the paper at smoke scale: zoo, block table, schedule plot, rank study, search",
                       description="The paper's study end to end at smoke scale: the zoo table (params, MACs, "
                                   "CPU latency), ReXNet x1.0 block by block, the schedule plot, the quick "
