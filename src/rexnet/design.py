@@ -364,6 +364,7 @@ def design_latency(family: Family, targets: Targets, *, input_size: int = 224, n
     import torch
 
     from .bench.runner import check_device
+    from .bench.timing import latency_stats
 
     if form not in FORMS:
         raise ValueError(f"unknown deploy form {form!r}; choose one of {', '.join(FORMS)}")
@@ -425,12 +426,16 @@ def design_latency(family: Family, targets: Targets, *, input_size: int = 224, n
             lo, hi = bisect(lambda m: fast_enough(math.exp(m)), math.log(lo), math.log(hi), 12,
                             done=lambda a, b: b - a < math.log(1.02))
             lo = math.exp(lo)
-            fast_enough(lo)
+        # each width's ratio against the reference's median over the whole search, so a
+        # change of the machine's speed during the search moves every figure alike
+        ref_ms = latency_stats(watch.ref_times, batch_size)["median_ms"]
+        ok = [m for m, r in measured.items() if r["ratio"] * ref_ms <= target]
+        lo = max(ok) if ok else lo
         chosen = solver.at(lo, d, final)
         final_check = watch.measure(chosen.spec, runs=2 * runs)
     info = dict(target_ms=target, ms=round(final_check["ms"], 4), ratio=round(final_check["ratio"], 4),
                 reference=ref, reference_ms=round(final_check["reference_pooled_ms"], 4),
-                search_ms=round(measured[lo]["ms"], 4), device=str(dev), form=form, batch_size=batch_size,
+                search_ms=round(measured[lo]["ratio"] * ref_ms, 4), device=str(dev), form=form, batch_size=batch_size,
                 threads=torch.get_num_threads() if dev.type == "cpu" else None, runs=runs,
                 candidates_timed=len(measured))
     return chosen, info
@@ -509,7 +514,7 @@ def figure_rows(d: Design) -> list[dict[str, Any]]:
     for key, label in (("macs", "MACs"), ("params", "params")):
         bound = getattr(d.targets, key)
         rows.append(dict(figure=label, target=f"<= {format_count(bound)}" if bound else "-",
-                         achieved=format_count(getattr(d, key)), use=f"{use[key]:.1%}" if key in use else "-"))
+                         achieved=f"{getattr(d, key):,}", use=f"{use[key]:.1%}" if key in use else "-"))
     if d.latency:
         rows.append(dict(figure=f"latency ms ({d.latency['form']}, {d.latency['device']}, "
                                 f"batch {d.latency['batch_size']})",
