@@ -278,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_design_command(sub)
 
+    from .experiments.cli import add_experiment_commands
+
+    add_experiment_commands(sub)
+
     d = sub.add_parser("demo", help="the paper at smoke scale: zoo, block table, schedule plot, rank study, search",
                       description="The paper's study end to end at smoke scale: the zoo table (params, MACs, "
                                   "CPU latency), ReXNet x1.0 block by block, the schedule plot, the quick "

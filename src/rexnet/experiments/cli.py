@@ -1,0 +1,50 @@
+"""``rexnet experiment NAME``: argument parsing over :mod:`rexnet.experiments`."""
+from __future__ import annotations
+
+import argparse
+import shlex
+
+from ..flags import add_dataclass_flags, dataclass_overrides
+from .definitions import DEFAULTS, DESCRIPTIONS, EXPERIMENTS
+from .paired import ExperimentSettings
+
+__all__ = ["add_experiment_commands", "cmd_experiment"]
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from .run import run_experiment
+
+    out = args.out or f"docs/experiments/{args.name}"
+    given = dataclass_overrides(args, ExperimentSettings)
+    settings = ExperimentSettings(**given)
+    flags = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {shlex.quote(str(v))}"
+             for k, v in ((k.replace("_", "-"), v) for k, v in given.items())]
+    flags += ["--pilot"] * args.pilot + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
+    command = " ".join(["rexnet experiment", args.name, *flags])
+    r = run_experiment(args.name, out, settings, pilot=args.pilot, overwrite=args.overwrite, command=command)
+    print(f"{args.name}: {r['main']['name']}: {r['diff_mean']} points, 95% CI {r['ci95']} over {r['n_seeds']} "
+          f"seed(s): {r['verdict']} (expected {r['expected']}); wall {r['wall_s']:.0f} s")
+    if args.pilot:
+        p = r["pilot"]
+        print(f"pilot: {p['seeds_needed']} seeds needed for the 95% CI to exclude 0 at the observed mean and SD; "
+              f"estimated wall {p['estimated_wall_s']} s")
+    print(f"wrote {out}/{'pilot.json' if args.pilot else 'result.json'} and {out}/report.md")
+    return 0 if r["counts"]["failed"] == 0 else 1
+
+
+def add_experiment_commands(sub) -> None:
+    lines = "; ".join(f"{n}: {DESCRIPTIONS[n]} (defaults: " + ", ".join(f"{k} {v}" for k, v in DEFAULTS[n].items()
+                                                                          if v is not None) + ")"
+                      for n in EXPERIMENTS)
+    e = sub.add_parser("experiment", help="the paper's claims as paired-seed experiments with 95%% intervals",
+                       description="Train the arms of one experiment over paired seeds (finished runs are kept: "
+                                   "rerun the same command to resume, or with more --seeds to extend it), then "
+                                   "write OUT/result.json, report.md, runs.csv and figures/. " + lines)
+    e.add_argument("name", choices=EXPERIMENTS)
+    e.add_argument("--out", default=None, help="output folder (default docs/experiments/NAME)")
+    e.add_argument("--pilot", action="store_true", help="run the first 2 seeds only and print how many seeds the "
+                   "observed difference needs, with the estimated wall time")
+    e.add_argument("--overwrite", action="store_true", help="replace an experiment in --out made with other settings")
+    add_dataclass_flags(e, ExperimentSettings, skip=("progress",))
+    e.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    e.set_defaults(func=cmd_experiment)

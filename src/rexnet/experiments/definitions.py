@@ -1,0 +1,212 @@
+"""The four experiments of issue 13: their defaults, arms and comparisons.
+
+Each paired comparison is ``a - b`` in final test top-1 with the paper's expected
+direction ``a > b``.  The real-size defaults live in :data:`DEFAULTS` (one place to
+change them; every one is also a ``rexnet experiment`` flag).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .. import schedule as sch
+from ..budget import BudgetError, bisect, solve_budget
+from ..complexity import complexity
+from ..models.zoo import cifar_stride_plan, mobilenetv2_spec
+from ..rank.verify import VARIANTS, verification_spec
+from ..search.space import get_preset
+from ..spec import NetSpec
+from .paired import Arm, ExperimentSettings, check_budget_match
+
+__all__ = ["EXPERIMENTS", "DEFAULTS", "Comparison", "arms_of", "comparisons_of", "mobilenetv2_pair",
+           "table2_arms"]
+
+MIN_START = 4.0     # experiment 2: the narrowest first block a linear re-channelling may start at
+PARAMS_TOL = 0.03
+
+EXPERIMENTS = ("linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cpu")
+
+# Real-size defaults for the 2-core CPU, each estimated at <= 90 min with 2 single-thread workers
+# from the smoke search's measured trials (about 100 CPU-s for 3,000 training images at 55-95
+# img/s, 1,000 validation, all 10,000 test images at ~950 img/s and the rank) -- estimates:
+# run --pilot first, which prints the wall time measured runs imply.  test_images None = all 10,000.
+COMMON = dict(seed=0, val_subset=1000, test_images=None, batch_size=128, rank_images=0)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "linear_vs_stagewise": dict(COMMON, preset="smoke", seeds=8, epochs=6, train_subset=5000),    # 16 runs
+    "mobilenetv2_linear": dict(COMMON, width=0.35, seeds=6, epochs=6, train_subset=4000),         # 12 runs
+    "table2": dict(COMMON, out_chs=64, seeds=3, epochs=6, train_subset=4000),                     # 27 runs
+    "search_cpu": dict(COMMON, preset="smoke", trials=40, seeds=1, epochs=4, train_subset=2500,  # 42 runs
+                       rank_images=256),
+}
+
+DESCRIPTIONS = {
+    "linear_vs_stagewise": "Linear vs stage-wise channel configuration at equal MACs and params, in the "
+                           "search's fixed network (the paper's thesis, Section 4)",
+    "mobilenetv2_linear": "MobileNetV2 vs its linear re-channelling at equal MACs (params reported: no straight line "
+                          "reaches its params at equal MACs) (Section 4.4), "
+                          "CIFAR stride plan, the same (partial) shortcut rule in both",
+    "table2": "Table 2 with intervals: each factor alone vs the baseline, the cumulative chain, and "
+              "MACs-matched controls (the baseline widened or narrowed to the changed model's MACs)",
+    "search_cpu": "A CPU-scale search with the shape-family sampler: does the top 10% differ in shape from "
+                  "the whole sample, and where do the two references rank",
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    a: str                 # the arm the paper expects to be better
+    b: str
+    what: str
+    main: bool = False
+
+
+# -- experiment 1 ---------------------------------------------------------------------------
+def reference_arms(preset: str) -> list[Arm]:
+    """The search preset's linear and stage-wise references (equal MACs and params)."""
+    refs = {c.kind: c for c in get_preset(preset).space.references()}
+    arms = [Arm(k, refs[k].spec, refs[k].macs, refs[k].params, f"{k} reference of preset {preset}: widths "
+                + "/".join(map(str, refs[k].widths)) + f", {refs[k].params_of_f}") for k in ("linear", "stagewise")]
+    check_budget_match(arms[0], arms[1])
+    return arms
+
+
+# -- experiment 2 ---------------------------------------------------------------------------
+def _mbv2(width: float, widths: list[float] | None = None, name: str = "mobilenetv2") -> NetSpec:
+    """MobileNetV2 x ``width`` for 10 classes on the CIFAR stride plan, ReXNet's partial
+    shortcut (``widths``: the 17 block outputs re-assigned)."""
+    return cifar_stride_plan(mobilenetv2_spec(name, multiplier=width, widths=widths, shortcut="partial",
+                                              num_classes=10))
+
+
+def mobilenetv2_pair(width: float) -> list[Arm]:
+    """MobileNetV2 x ``width`` and its linear re-channelling ``c_i = start + i * inc / 17``
+    at equal MACs (within 1%, refused otherwise).  Params: both free variables are solved
+    (for each ``start`` the ``inc`` at equal MACs by :func:`~rexnet.budget.solve_budget`,
+    ``start`` bisected to equal params: params fall as ``start`` rises at fixed MACs);
+    when no line reaches MobileNetV2's params within 3% -- its staircase puts 320 x width
+    channels in the last block, more params at the same MACs than any straight line from
+    ``MIN_START`` -- the zoo's rule is kept (``mobilenetv2_linear``: ``start`` = the first
+    block's width, ``inc`` solved to the MACs) and the params gap is recorded."""
+    stage = _mbv2(width, name="mobilenetv2_stagewise")
+    target = complexity(stage)
+    n = len(stage.blocks)
+    seen: dict[float, Any] = {}
+
+    def at(start: float):
+        if start not in seen:
+            make = lambda inc: _mbv2(width, sch.linear(n, start, inc, span=n), "mobilenetv2_linear")  # noqa: E731
+            try:
+                sol = solve_budget(make, target.macs, lo=0.0, hi=64.0 * stage.head.pen_chs, metric="macs")
+                seen[start] = (sol.value, sol.spec, complexity(sol.spec).params)
+            except BudgetError:
+                seen[start] = None
+        return seen[start]
+
+    bisect(lambda st: at(st) is not None and at(st)[2] > target.params, MIN_START,
+           float(max(b.out_chs for b in stage.blocks)), 40, lambda a, b: b - a < 1e-3)
+    ok = {st: v for st, v in seen.items() if v is not None}
+    best = min(ok, key=lambda st: abs(ok[st][2] - target.params)) if ok else None
+    reach = None if best is None else ok[best][2] / target.params
+    if reach is not None and abs(reach - 1) <= PARAMS_TOL:
+        start, rule = best, "start and increment solved to equal MACs and params"
+    else:
+        start = float(stage.blocks[0].out_chs)
+        rule = (f"the zoo's rule (start = the first block's width, increment solved to equal MACs): no straight "
+                f"line reaches MobileNetV2's params at equal MACs (the closest, start {best}, has "
+                f"{reach and round(reach, 4)} x its params)")
+        if at(start) is None:
+            raise BudgetError(f"no linear re-channelling of MobileNetV2 x{width} reaches {target.macs:,} MACs")
+    inc, spec, _ = at(start)
+    spec = spec.replace(meta={**spec.meta, "schedule": "linear", "start": round(start, 4), "increment": round(inc, 4),
+                              "rule": rule})
+    arms = [Arm.of("linear", spec, f"c_i = {start:.3f} + i * {inc:.3f} / {n} ({rule}); MobileNetV2 x{width} "
+                                   f"otherwise"),
+            Arm.of("stagewise", stage, f"MobileNetV2 x{width} (torchvision's widths, divisible by 8)")]
+    check_budget_match(arms[0], arms[1], params_tol=PARAMS_TOL if reach is not None and abs(reach - 1) <= PARAMS_TOL
+                       else 1.0)
+    return arms
+
+
+# -- experiment 3 ---------------------------------------------------------------------------
+CHAIN = ("baseline", "first_1x1_ratio_1_6", "chain_1_6_ib_0.8", "chain_1_6_ib_0.8_silu")
+
+
+def _variant(name: str, out_chs: int) -> NetSpec:
+    """A Table 2 model: one of :data:`~rexnet.rank.verify.VARIANTS`, or a step of the
+    cumulative chain (the IB-0.8 model given the 1/6 expansion, then also SiLU)."""
+    if name in VARIANTS:
+        return verification_spec(name, out_chs)
+    if name not in CHAIN:
+        raise ValueError(f"unknown Table 2 model {name!r}")
+    spec = verification_spec("ib_ratio_0.8", out_chs)   # IB ratio 0.8; expansion and act changed below
+    act = "silu" if name.endswith("silu") else VARIANTS["ib_ratio_0.8"][2]
+    expansion = VARIANTS["first_1x1_ratio_1_6"][0]
+    blocks = tuple(dataclasses.replace(b, mid_chs=b.in_chs * expansion, act_exp=act) for b in spec.blocks)
+    return spec.replace(name=f"table2_{name}", blocks=blocks,
+                        meta={**spec.meta, "verification": name, "expansion": expansion, "act": act})
+
+
+def _baseline_at(macs: int, out_chs: int) -> tuple[NetSpec, int]:
+    """The baseline with its final width chosen so its MACs come closest to ``macs``."""
+    cost = lambda c: complexity(verification_spec("baseline", c)).macs  # noqa: E731
+    lo, hi = bisect(lambda c: cost(max(1, round(c))) < macs, 1.0, 64.0 * out_chs, 60, lambda a, b: b - a < 0.5)
+    best = min({max(1, round(lo)), max(1, round(hi)), max(1, int(lo)), int(hi) + 1}, key=lambda c: abs(cost(c) - macs))
+    return verification_spec("baseline", best), best
+
+
+def table2_arms(out_chs: int) -> list[Arm]:
+    """The four Table 2 models, the chain's two further steps, and the baseline at the MACs
+    of each model that changes the size (ratio 1/6, IB ratio 0.8, the whole chain)."""
+    names = list(VARIANTS) + list(CHAIN[2:])
+    arms = {n: Arm.of(n, _variant(n, out_chs), _table2_note(_variant(n, out_chs))) for n in names}
+    for n in ("first_1x1_ratio_1_6", "ib_ratio_0.8", "chain_1_6_ib_0.8_silu"):
+        spec, c = _baseline_at(arms[n].macs, out_chs)
+        arm = Arm.of(f"baseline_at_{n}", spec.replace(name=f"table2_baseline_{c}"),
+                     f"baseline with final width {c} (MACs of {n}); " + _table2_note(spec))
+        arms[arm.name] = arm
+    return list(arms.values())
+
+
+def _table2_note(spec: NetSpec) -> str:
+    m = spec.meta
+    return (f"expansion {m['expansion']}, IB ratio {m['ib_ratio']}, {m['act']} after the first 1x1, widths "
+            + "/".join(map(str, m["widths"])))
+
+
+TABLE2_COMPARISONS = (
+    Comparison("all three factors vs the baseline at equal MACs", "chain_1_6_ib_0.8_silu",
+               "baseline_at_chain_1_6_ib_0.8_silu", "the chain's end against the baseline resized to its MACs",
+               main=True),
+    Comparison("first 1x1 ratio 1/6 vs baseline", "first_1x1_ratio_1_6", "baseline", "single factor"),
+    Comparison("first 1x1 ratio 1/6 vs baseline at equal MACs", "first_1x1_ratio_1_6",
+               "baseline_at_first_1x1_ratio_1_6", "single factor, MACs-matched control"),
+    Comparison("IB ratio 0.8 vs baseline", "ib_ratio_0.8", "baseline", "single factor"),
+    Comparison("IB ratio 0.8 vs baseline at equal MACs", "ib_ratio_0.8", "baseline_at_ib_ratio_0.8",
+               "single factor, MACs-matched control"),
+    Comparison("SiLU vs baseline", "silu", "baseline", "single factor (same MACs and params)"),
+    Comparison("chain: +IB ratio 0.8 after 1/6", "chain_1_6_ib_0.8", "first_1x1_ratio_1_6", "cumulative step 2"),
+    Comparison("chain: +SiLU after 1/6 and 0.8", "chain_1_6_ib_0.8_silu", "chain_1_6_ib_0.8", "cumulative step 3"),
+    Comparison("all three factors vs baseline", "chain_1_6_ib_0.8_silu", "baseline", "the whole chain, sizes differ"),
+)
+
+
+# -- the registry -----------------------------------------------------------------------------
+def arms_of(name: str, s: ExperimentSettings) -> list[Arm]:
+    if name == "linear_vs_stagewise":
+        return reference_arms(s.preset)
+    if name == "mobilenetv2_linear":
+        return mobilenetv2_pair(s.width)
+    if name == "table2":
+        return table2_arms(s.out_chs)
+    if name == "search_cpu":
+        return reference_arms(s.preset)
+    raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+
+
+def comparisons_of(name: str) -> tuple[Comparison, ...]:
+    if name == "table2":
+        return TABLE2_COMPARISONS
+    return (Comparison("linear vs stage-wise", "linear", "stagewise",
+                       "equal MACs (1%) and params (3%)", main=True),)

@@ -1,0 +1,267 @@
+"""Paired-seed experiments on the search's machinery: arms (NetSpecs) x seeds as trials of
+a search :class:`~rexnet.search.store.Store`, trained by :func:`~rexnet.search.runner.run_trial`
+(locally in single-thread processes or on Ray, via :func:`~rexnet.search.runner.execute`),
+and the paired statistics of their final test top-1.
+
+Pairing: repeat ``r`` of every arm trains with seed ``seed + r``.  The training loop
+draws the data order of epoch ``e`` from ``(seed, e)``, each sample's augmentation from
+``(seed, epoch, index)`` and the initial weights after ``torch.manual_seed(seed)``
+(:mod:`rexnet.train.loop`, :class:`rexnet.train.data.SeededTransform`), so the same seed
+gives both arms the same images in the same order with the same crops and flips; only
+the networks (and so the weights drawn from the same stream) differ.
+
+Resumption: a store records the protocol (everything that changes a trial's result,
+the arms' spec hashes included, not the number of seeds); finished trials are never
+recomputed, more seeds extend the experiment, and a rerun with another protocol is
+refused unless ``overwrite``, which removes the earlier trials and outputs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..search.runner import DB_NAME, SearchSettings, execute
+from ..search.space import Preset, SearchSpace, get_preset
+from ..search.stats import gap_interval, gap_verdict, t975
+from ..search.store import Store
+from ..spec import NetSpec
+
+__all__ = ["ExperimentSettings", "Arm", "default_data", "paired_stats", "seeds_needed", "check_budget_match",
+           "run_arms", "check_protocol", "clear_outputs", "collect", "MAX_SEEDS_NEEDED"]
+
+SHARED_CIFAR = Path("../shared/data/cifar10-jpeg.zip")
+MACS_TOL, PARAMS_TOL = 0.01, 0.03      # experiments 1 and 2: both arms this close or refused
+MAX_SEEDS_NEEDED = 1000                # the pilot's answer beyond this is "more than 1000"
+OUTPUT_FILES = ("result.json", "report.md", "runs.csv", "pilot.json")
+
+
+def default_data() -> str:
+    """CIFAR-10 from the shared zip when present, else the named dataset (``.data``)."""
+    return str(SHARED_CIFAR) if SHARED_CIFAR.is_file() else "cifar10"
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What every experiment may change; None: the experiment's default (definitions.DEFAULTS)."""
+    data: str | None = None              # cifar10 zip / name (default ../shared/data/cifar10-jpeg.zip when present)
+    seeds: int | None = None             # paired seeds (repeats); more seeds later extend the experiment
+    seed: int = 0                        # first seed (repeat r uses seed + r)
+    epochs: int | None = None            # training epochs per run
+    train_subset: int | None = None      # training images, class-balanced (0 = all 50,000)
+    val_subset: int | None = None        # validation images per epoch (picks the best epoch; 0 = all)
+    test_images: int | None = None       # final test images, class-balanced (0 = all 10,000: the primary metric)
+    batch_size: int | None = None        # batch size (lr scales with it)
+    rank_images: int | None = None       # images for the final-feature nuclear norm (0 = skip)
+    preset: str | None = None            # linear_vs_stagewise, search_cpu: the search preset
+    trials: int | None = None            # search_cpu: sampled models
+    width: float | None = None           # mobilenetv2_linear: MobileNetV2 width multiplier
+    out_chs: int | None = None           # table2: the baseline's final width
+    workers: int = 0                     # runs at once, each a process of cores/workers threads (0 = cores)
+    ray: bool = False                    # run as Ray tasks on a local Ray instance
+    ray_address: str | None = None       # join a Ray cluster (auto, ray://head:10001)
+    cpus_per_trial: float = 1.0          # Ray resources per run
+    gpus_per_trial: float = 0.0          # Ray resources per run (e.g. 0.25)
+    device: str = "auto"                 # auto | cpu | cuda
+    progress: bool = True                # progress bar
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> "ExperimentSettings":
+        """Unset fields from ``defaults``; data from :func:`default_data`."""
+        changes = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        if self.data is None:
+            changes["data"] = default_data()
+        s = dataclasses.replace(self, **changes)
+        if (s.seeds or 0) < 1:
+            raise ValueError(f"--seeds must be >= 1 (a paired interval needs 2), got {s.seeds}")
+        if (s.epochs or 0) < 1:
+            raise ValueError(f"--epochs must be >= 1, got {s.epochs}")
+        return s
+
+    def search_settings(self, **extra: Any) -> SearchSettings:
+        workers = self.workers or _cores()
+        return SearchSettings(data=self.data, epochs=self.epochs, repeats=self.seeds, seed=self.seed,
+                              train_subset=self.train_subset, val_subset=self.val_subset,
+                              batch_size=self.batch_size, early_stop_patience=0,
+                              test_images=self.test_images or None, rank_images=self.rank_images or 0,
+                              device=self.device, workers=workers, ray=self.ray, ray_address=self.ray_address,
+                              cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+                              progress=self.progress, **extra)
+
+
+def _cores() -> int:
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, n)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One network of an experiment."""
+    name: str
+    spec: NetSpec
+    macs: int
+    params: int
+    note: str = ""
+
+    @classmethod
+    def of(cls, name: str, spec: NetSpec, note: str = "") -> "Arm":
+        from ..complexity import complexity
+
+        c = complexity(spec)
+        return cls(name, spec, c.macs, c.params, note)
+
+    def record(self) -> dict[str, Any]:
+        return dict(macs=self.macs, params=self.params, spec_hash=self.spec.hash(), note=self.note,
+                    widths=[b.out_chs for b in self.spec.blocks])
+
+
+def check_budget_match(a: Arm, b: Arm, macs_tol: float = MACS_TOL, params_tol: float = PARAMS_TOL) -> dict[str, float]:
+    """Refuse (ValueError) unless ``a`` is within ``macs_tol`` / ``params_tol`` of ``b``."""
+    macs_ratio, params_ratio = a.macs / b.macs, a.params / b.params
+    if abs(macs_ratio - 1) > macs_tol or abs(params_ratio - 1) > params_tol:
+        raise ValueError(f"{a.name} ({a.macs:,} MACs, {a.params:,} params) is not within {macs_tol:.0%} MACs and "
+                         f"{params_tol:.0%} params of {b.name} ({b.macs:,} MACs, {b.params:,} params): ratios "
+                         f"{macs_ratio:.4f} / {params_ratio:.4f}; change the width setting")
+    return dict(macs_ratio=round(macs_ratio, 5), params_ratio=round(params_ratio, 5))
+
+
+# -- statistics ---------------------------------------------------------------------------
+def paired_stats(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
+    """``a - b`` over the seeds both have: per-seed differences, their mean, SD, the paired
+    95% t-interval (:func:`~rexnet.search.stats.gap_interval`) and the verdict on the
+    expected direction ``a > b`` (holds: the interval is above 0; contradicted: below)."""
+    seeds = sorted(set(a) & set(b))
+    diffs = [float(a[s]) - float(b[s]) for s in seeds]
+    g = gap_interval({s: a[s] for s in seeds}, {s: b[s] for s in seeds})
+    sd = float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else None
+    return dict(seeds=seeds, n=len(seeds), diffs=[round(d, 4) for d in diffs],
+                diff_mean=None if g["mean"] is None else round(g["mean"], 4),
+                diff_sd=None if sd is None else round(sd, 4), se=None if g["se"] is None else round(g["se"], 4),
+                df=g["df"], ci95=None if g["ci95"] is None else [round(c, 4) for c in g["ci95"]],
+                method=g["method"], verdict=gap_verdict(g["ci95"]))
+
+
+def seeds_needed(diff_mean: float | None, diff_sd: float | None) -> int | None:
+    """The smallest number of paired seeds whose 95% half-width t(n-1) * sd / sqrt(n) is
+    below the observed |mean difference| (so the interval would exclude 0 if the pilot's
+    mean and SD held); None when undefined (no SD, or a zero mean)."""
+    if diff_mean is None or diff_sd is None or diff_mean == 0:
+        return None
+    if diff_sd == 0:
+        return 2
+    for n in range(2, MAX_SEEDS_NEEDED + 1):
+        if t975(n - 1) * diff_sd / math.sqrt(n) < abs(diff_mean):
+            return n
+    return MAX_SEEDS_NEEDED + 1
+
+
+# -- the store ----------------------------------------------------------------------------
+def clear_outputs(out: Path) -> None:
+    """Remove an experiment's store, trials, figures and outputs (``--overwrite``)."""
+    for f in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *OUTPUT_FILES):
+        (out / f).unlink(missing_ok=True)
+    for d in ("trials", "figures"):
+        if (out / d).is_dir():
+            shutil.rmtree(out / d)
+
+
+def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: str) -> None:
+    """Before any work: a store in ``out`` made with another protocol is refused, or with
+    ``overwrite`` removed (with the outputs)."""
+    db = out / DB_NAME
+    if not db.is_file():
+        return
+    with Store(db) as store:
+        old = store.get_meta("protocol")
+    new = json.loads(json.dumps(protocol, sort_keys=True))
+    if old is None or old == new:
+        return
+    if overwrite:
+        clear_outputs(out)
+        return
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff)
+    raise ValueError(f"{out} holds a {name} experiment made with other settings ({shown}); rerun with its "
+                     f"settings to continue it, pass --overwrite to replace it, or choose another --out")
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _preset(name: str, s: ExperimentSettings) -> Preset:
+    """The Preset a trial trains with (run_trial reads data, epochs, batch size, subsets)."""
+    base = get_preset(s.preset or "smoke")
+    space = base.space if name in ("linear_vs_stagewise", "search_cpu") else SearchSpace(name)
+    return dataclasses.replace(base, space=space, data=s.data, epochs=s.epochs, repeats=s.seeds, seed=s.seed,
+                               train_subset=s.train_subset or None, val_subset=s.val_subset or None,
+                               batch_size=s.batch_size or base.batch_size, early_stop_patience=0, trials=0)
+
+
+def arms_protocol(name: str, arms: list[Arm], s: ExperimentSettings) -> dict[str, Any]:
+    """Everything that changes a run's result (not the number of seeds, nor how it runs)."""
+    return dict(experiment=name, data=s.data, seed=s.seed, epochs=s.epochs, train_subset=s.train_subset or None,
+                val_subset=s.val_subset or None, test_images=s.test_images or None,
+                batch_size=s.batch_size, rank_images=s.rank_images or 0, device=s.device,
+                arms={a.name: a.spec.hash() for a in arms})
+
+
+def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overwrite: bool = False,
+             log: Callable[[str], None] = print) -> dict[str, int]:
+    """Train every arm with seeds ``s.seed .. s.seed + s.seeds - 1`` (finished runs kept)."""
+    protocol = arms_protocol(name, arms, s)
+    check_protocol(out, protocol, overwrite, name)
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / DB_NAME)
+    store.init_protocol(protocol)
+    rows = []
+    for r in range(s.seeds):
+        for arm in arms:   # seed-major: a stopped run leaves whole pairs
+            spec = arm.spec.replace(name=f"{name}_{arm.name}")
+            rows.append(dict(key=f"{arm.name}-r{r}", spec_hash=arm.spec.hash(), repeat=r, seed=s.seed + r,
+                             kind=arm.name, spec=spec.to_json(), widths=[b.out_chs for b in spec.blocks],
+                             macs=arm.macs, params=arm.params, params_of_f={}))
+    store.add(rows)
+    p = _preset(name, s)
+    store.set_meta("preset", p.to_dict())
+    store.set_meta("arms", {a.name: a.record() for a in arms})
+    return execute(store, out, p, s.search_settings(), log)
+
+
+def collect(out: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The store's trials (all statuses) and counts."""
+    with Store(out / DB_NAME) as store:
+        return store.trials(), store.counts()
+
+
+def accuracies(trials: list[dict[str, Any]], kind: str, repeats: int | None = None) -> dict[int, float]:
+    """Seed -> final test top-1 of the done trials of ``kind`` (the first ``repeats`` seeds)."""
+    return {int(t["seed"]): float(t["result"]["test_top1"]) for t in trials
+            if t["kind"] == kind and t["status"] == "done" and (repeats is None or t["repeat"] < repeats)}
+
+
+class Clock:
+    """Wall time of an experiment over all its invocations (kept in the store's meta)."""
+
+    def __init__(self, out: Path):
+        self.out, self.t0 = out, time.time()
+
+    def total(self) -> float:
+        db = self.out / DB_NAME
+        before = 0.0
+        if db.is_file():
+            with Store(db) as store:
+                before = float(store.get_meta("wall_s") or 0.0)
+                now = before + time.time() - self.t0
+                store.set_meta("wall_s", now)
+                self.t0 = time.time()
+                return round(now, 1)
+        return round(before + time.time() - self.t0, 1)

@@ -1,0 +1,191 @@
+"""An experiment's files: result.json, runs.csv, report.md and figures/ (paired lines per
+seed, differences with their 95% intervals)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
+
+__all__ = ["PRIMARY_METRIC", "write_outputs"]
+
+
+def PRIMARY_METRIC(s) -> str:  # noqa: N802 - reads as the constant it is, given the settings
+    n = f"the first {s.test_images:,} class-balanced" if s.test_images else "all 10,000"
+    return (f"final top-1 (%) on {n} CIFAR-10 test images (BN folded), of the weights of the best epoch by "
+            f"validation top-1 on {s.val_subset or 'all'} test images")
+
+
+def _ci(ci) -> str:
+    return "-" if not ci else f"[{ci[0]:+.2f}, {ci[1]:+.2f}]"
+
+
+def _f(x, nd: int = 2) -> str:
+    return "-" if x is None else f"{x:+.{nd}f}" if nd < 0 else f"{x:.{nd}f}"
+
+
+def write_outputs(name: str, out: Path, result: dict[str, Any], s, pilot: bool = False) -> None:
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    write_csv(result["runs"], out / "runs.csv")
+    made = _figures(name, result, figs)
+    record = {k: v for k, v in result.items() if k != "runs"}
+    if pilot:
+        write_json(record, out / "pilot.json")
+    else:
+        write_json(record, out / "result.json")
+    write_text(out / "report.md", _report(name, result, made, pilot))
+
+
+# -- figures --------------------------------------------------------------------------------
+def _paired_figure(comp: dict[str, Any], arms: dict[str, Any], path: Path, title: str) -> Path | None:
+    a, b = arms[comp["a"]]["accuracies"], arms[comp["b"]]["accuracies"]
+    seeds = comp["seeds"]
+    if not seeds:
+        return None
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.8), gridspec_kw=dict(width_ratios=[1.3, 1]))
+    for sd in seeds:
+        ax1.plot([0, 1], [b[sd], a[sd]], "o-", color="tab:gray", alpha=0.7)
+        ax1.annotate(str(sd), (1.02, a[sd]), fontsize=7, va="center")
+    ax1.set_xticks([0, 1], [comp["b"], comp["a"]], fontsize=8)
+    ax1.set_xlim(-0.3, 1.3)
+    ax1.set_ylabel("test top-1 (%)")
+    ax1.set_title("per seed (paired)", fontsize=9)
+    ax2.axhline(0, color="black", lw=0.8)
+    ax2.plot([0] * len(comp["diffs"]), comp["diffs"], "o", color="tab:blue", alpha=0.6, label="seeds")
+    if comp["ci95"]:
+        m, (lo, hi) = comp["diff_mean"], comp["ci95"]
+        ax2.errorbar([0.3], [m], yerr=[[m - lo], [hi - m]], fmt="s", color="tab:red", capsize=5,
+                     label="mean, 95% CI")
+    ax2.set_xlim(-0.5, 0.8)
+    ax2.set_xticks([])
+    ax2.set_ylabel(f"{comp['a']} - {comp['b']} (points)", fontsize=8)
+    ax2.set_title(f"difference: {comp['verdict']}", fontsize=9)
+    ax2.legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def _forest(comps: list[dict[str, Any]], path: Path) -> Path:
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(comps) + 1.2))
+    for i, c in enumerate(comps):
+        y = len(comps) - 1 - i
+        if c["ci95"]:
+            ax.plot(c["ci95"], [y, y], color="tab:red" if c["main"] else "tab:blue", lw=2)
+        if c["diff_mean"] is not None:
+            ax.plot([c["diff_mean"]], [y], "o", color="black")
+        ax.plot(c["diffs"], [y] * len(c["diffs"]), "|", color="tab:gray", ms=8)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(comps)), [c["name"] for c in reversed(comps)], fontsize=7)
+    ax.set_xlabel("paired difference in test top-1 (points), mean and 95% CI; ticks: seeds")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def _search_figure(result: dict[str, Any], path: Path) -> Path | None:
+    specs = [x for x in result["specs"] if x["kind"] == "sample"]
+    if not specs:
+        return None
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fams = sorted({x["family"] for x in specs})
+    for f in fams:
+        mem = [x for x in specs if x["family"] == f]
+        ax1.plot([x["r2"] for x in mem], [x["acc_mean"] for x in mem], "o", alpha=0.7, label=f)
+    for x in result["specs"]:
+        if x["kind"] != "sample":
+            ax1.plot([x["r2"]], [x["acc_mean"]], "*", ms=14, label=f"{x['kind']} reference")
+    ax1.set_xlabel("R² of widths vs block index (1 = linear)")
+    ax1.set_ylabel("test top-1 (%), mean over seeds")
+    ax1.legend(fontsize=7)
+    rows = result["family_test"]["families"]
+    xs = range(len(rows))
+    ax2.bar([x - 0.2 for x in xs], [r["share_sample"] for r in rows], 0.4, label="whole sample")
+    ax2.bar([x + 0.2 for x in xs], [r["share_top"] or 0 for r in rows], 0.4, label="top 10%")
+    ax2.set_xticks(list(xs), [f"{r['family']}\np={r['p']}" for r in rows], fontsize=7)
+    ax2.set_ylabel("share")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def _figures(name: str, result: dict[str, Any], figs: Path) -> list[Path]:
+    made = []
+    if name == "search_cpu":
+        made.append(_search_figure(result, figs / "search.png"))
+        made.append(_paired_figure(dict(result["references"]["gap"], a="linear", b="stagewise"), result["arms"],
+                                   figs / "references.png", "search references: linear vs stage-wise"))
+    else:
+        comps = result.get("comparisons") or [result["main"]]
+        for c in comps:
+            slug = f"{c['a']}_vs_{c['b']}".replace(".", "")
+            made.append(_paired_figure(c, result["arms"], figs / f"paired_{slug}.png", c["name"]))
+        if len(comps) > 1:
+            made.append(_forest(comps, figs / "differences.png"))
+    return [p for p in made if p is not None]
+
+
+# -- report.md ------------------------------------------------------------------------------
+def _comp_rows(comps: list[dict[str, Any]]) -> list[list[Any]]:
+    return [[c["name"] + (" **(main)**" if c.get("main") else ""), c["n"], _f(c["diff_mean"]), _f(c.get("diff_sd")),
+             _ci(c["ci95"]), c["verdict"], c.get("macs_ratio", "-"), c.get("params_ratio", "-")] for c in comps]
+
+
+def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
+    s = r["settings"]
+    L = [f"# Experiment `{name}`" + (" (pilot)" if pilot else ""), "", r["description"] + ".", "",
+         f"**Primary metric** (stated before running): {r['primary_metric']}.", "",
+         f"**Command:** `{r.get('command') or 'rexnet experiment ' + name}`", "",
+         f"**Wall time:** {r['wall_s']:.0f} s over all invocations of the command ({r['counts']['done']} runs done, "
+         f"{r['counts']['failed']} failed).", "",
+         f"**Setting:** {s['epochs']} epoch(s) on {s['train_subset'] or 'all 50,000'} training images "
+         f"(class-balanced), batch {s['batch_size']}, data `{s['data']}`, seeds "
+         f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
+         f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
+    m = r["main"]
+    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} points, 95% CI {_ci(r['ci95'])} over "
+          f"{r['n_seeds']} seed(s). **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
+          f"lies above 0, contradicted = below, inconclusive = it contains 0).", ""]
+    if pilot and r.get("pilot"):
+        p = r["pilot"]
+        L += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
+              f"**{p['seeds_needed']}**; estimated wall time {p['estimated_wall_s']} s "
+              f"({p['seed_s']} s of runs per seed, {p['workers']} worker(s)).", ""]
+    L += ["## Arms", "", markdown_table(["arm", "MACs", "params", "widths", "test top-1 by seed", "note"],
+                                        [[k, f"{a['macs']:,}", f"{a['params']:,}", "/".join(map(str, a["widths"])),
+                                          ", ".join(f"{sd}: {v:.2f}" for sd, v in sorted(a["accuracies"].items())),
+                                          a["note"]] for k, a in r["arms"].items()]), ""]
+    if name == "search_cpu":
+        L += _search_section(r)
+    else:
+        comps = r.get("comparisons") or [m]
+        L += ["## Paired differences", "", "a - b per seed, mean, SD, paired 95% t-interval; ratios a / b.", "",
+              markdown_table(["comparison", "seeds", "mean", "SD", "95% CI", "verdict", "MACs a/b", "params a/b"],
+                             _comp_rows(comps)), ""]
+        L += ["Per-seed differences: " + "; ".join(f"{c['name']}: " + ", ".join(f"{d:+.2f}" for d in c["diffs"])
+                                                   for c in comps), ""]
+    L += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs] + [""]
+    L += ["## Files", "", "`result.json` (every number above), `runs.csv` (one row per run), `search.db` (the "
+          "store; rerun the command to resume), `trials/` (each run's metrics and config).", ""]
+    return "\n".join(L)
+
+
+def _search_section(r: dict[str, Any]) -> list[str]:
+    ft, refs = r["family_test"], r["references"]
+    L = ["## Top 10% against the whole sample", "",
+         f"{r['n_samples']} sampled models, top group {r['top_group']}. {ft['test']}.", "",
+         markdown_table(["family", "share (sample)", "share (top 10%)", "p"],
+                        [[x["family"], x["share_sample"], x["share_top"], x["p"]] for x in ft["families"]]), "",
+         "Shape statistics, permutation p of the top group's mean against the whole sample: "
+         + json.dumps(r["shape_test"]["p"]), "",
+         "## Where the references rank", "",
+         markdown_table(["reference", "test top-1", "rank among samples", "percentile"],
+                        [[k, v["acc_mean"], f"{v['rank']} of {v['of']}", v["percentile_among_samples"]]
+                         for k, v in refs["rank"].items()]), "",
+         f"Linear - stage-wise, paired by seed: {_f(refs['gap']['diff_mean'])} [{_ci(refs['gap']['ci95'])}], "
+         f"{refs['gap']['verdict']}.", ""]
+    return L

@@ -1,0 +1,140 @@
+"""``rexnet experiment``: each experiment end to end at a tiny size on real CIFAR-10 images,
+its paired statistics against a direct computation, resumption and refusals."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rexnet.experiments import ExperimentSettings, paired_stats, seeds_needed
+from rexnet.experiments.definitions import mobilenetv2_pair, table2_arms
+from rexnet.experiments.run import run_experiment
+from rexnet.search.runner import SearchSettings, prepare
+from rexnet.search.stats import analyze_search
+from rexnet.search.store import Store
+from train_helpers import CIFAR_ZIP, needs_cifar
+
+T975 = {1: 12.706204736174707, 2: 4.302652729749464}   # Student t 97.5% quantiles (tables)
+TINY = dict(data=str(CIFAR_ZIP), seeds=2, epochs=1, train_subset=100, val_subset=50, test_images=100,
+            batch_size=50, workers=2, progress=False)
+FIELDS = ("primary_metric", "arms", "n_seeds", "diff_mean", "ci95", "verdict", "wall_s")
+
+
+def _direct(a: dict, b: dict) -> tuple[float, list[float]]:
+    """Mean paired difference and its 95% t-interval, computed here from the per-seed values."""
+    d = np.array([a[s] - b[s] for s in sorted(a)])
+    half = T975[len(d) - 1] * d.std(ddof=1) / math.sqrt(len(d))
+    return float(d.mean()), [float(d.mean() - half), float(d.mean() + half)]
+
+
+def _check_result(out: Path, a: str = "linear", b: str = "stagewise") -> dict:
+    r = json.loads((out / "result.json").read_text())
+    assert all(k in r for k in FIELDS)
+    assert (out / "report.md").is_file() and list((out / "figures").glob("*.png"))
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    acc = {arm: {int(x["seed"]): float(x["test_top1"]) for x in rows if x["arm"] == arm} for arm in (a, b)}
+    assert all(int(x["test_images"]) == TINY["test_images"] for x in rows)
+    assert {int(k): v for k, v in r["arms"][a]["accuracies"].items()} == acc[a]
+    mean, ci = _direct(acc[a], acc[b])
+    assert r["diff_mean"] == pytest.approx(mean, abs=1e-3) and r["ci95"] == pytest.approx(ci, abs=1e-3)
+    assert r["verdict"] == ("holds" if ci[0] > 0 else "contradicted" if ci[1] < 0 else "inconclusive")
+    return r
+
+
+def test_paired_stats_and_seeds_needed():
+    a, b = {0: 60.0, 1: 62.0, 2: 61.0}, {0: 59.0, 1: 60.5, 2: 60.9}
+    st = paired_stats(a, b)
+    d = np.array([1.0, 1.5, 0.1])
+    half = T975[2] * d.std(ddof=1) / math.sqrt(3)
+    assert st["method"] == "paired by seed" and st["n"] == 3
+    assert st["ci95"] == pytest.approx([d.mean() - half, d.mean() + half], abs=1e-3)
+    assert paired_stats(a, {0: 59.0, 1: 60.5})["n"] == 2          # only the seeds both have
+    assert seeds_needed(1.0, 1.0) == 7    # t(5) / sqrt(6) = 2.571 / 2.449 > 1 > t(6) / sqrt(7) = 2.447 / 2.646
+    assert seeds_needed(0.0, 1.0) is None
+
+
+def test_search_with_zero_trials_is_the_two_references_paired_by_seed(tmp_path):
+    store, p = prepare(tmp_path, SearchSettings(preset="smoke", trials=0, repeats=3, seed=5))
+    rows = store.trials()
+    store.close()
+    assert sorted(t["kind"] for t in rows) == ["linear"] * 3 + ["stagewise"] * 3
+    assert {t["seed"] for t in rows if t["kind"] == "linear"} == {t["seed"] for t in rows if t["kind"] == "stagewise"} \
+        == {5, 6, 7}
+
+
+def test_arms_match_their_budgets():
+    lin, stage = mobilenetv2_pair(0.35)
+    assert abs(lin.macs / stage.macs - 1) <= 0.01
+    arms = {a.name: a for a in table2_arms(64)}
+    assert len(arms) == 9
+    for n in ("first_1x1_ratio_1_6", "ib_ratio_0.8", "chain_1_6_ib_0.8_silu"):
+        assert abs(arms[f"baseline_at_{n}"].macs / arms[n].macs - 1) < 0.02
+
+
+@needs_cifar
+def test_linear_vs_stagewise_pilot_resume_and_refusal(tmp_path, capsys):
+    out = tmp_path / "exp"
+    pilot = run_experiment("linear_vs_stagewise", out, ExperimentSettings(**TINY), pilot=True)
+    assert (out / "pilot.json").is_file() and "seeds_needed" in pilot["pilot"]
+    with Store(out / "search.db") as store:
+        finished = {t["key"]: t["finished"] for t in store.trials()}
+    assert len(finished) == 4
+    r = run_experiment("linear_vs_stagewise", out, ExperimentSettings(**TINY))   # the pilot's runs are the runs
+    with Store(out / "search.db") as store:
+        assert {t["key"]: t["finished"] for t in store.trials()} == finished
+        loaded = dict(dir=str(out), name="x", preset=store.get_meta("preset"), counts=store.counts(),
+                      trials=store.trials())
+    res = _check_result(out)
+    a = res["arms"]
+    assert abs(a["linear"]["macs"] / a["stagewise"]["macs"] - 1) <= 0.01
+    assert abs(a["linear"]["params"] / a["stagewise"]["params"] - 1) <= 0.03
+    gap = analyze_search(loaded)["references"]["gap"]      # the search's A/B pairs by seed too
+    assert gap["method"] == "paired by seed" and gap["ci95"] == pytest.approx(r["ci95"], abs=1e-3)
+    from rexnet.cli import main
+
+    assert main(["experiment", "linear_vs_stagewise", "--out", str(out), "--data", str(CIFAR_ZIP), "--seeds", "2",
+                 "--epochs", "2", "--train-subset", "100", "--val-subset", "50", "--test-images", "100",
+                 "--batch-size", "50", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (epochs: 1 -> 2)" in err and "--overwrite" in err and "Traceback" not in err
+
+
+@needs_cifar
+def test_mobilenetv2_linear_end_to_end(tmp_path):
+    out = tmp_path / "mbv2"
+    run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    r = _check_result(out)
+    assert abs(r["arms"]["linear"]["macs"] / r["arms"]["stagewise"]["macs"] - 1) <= 0.01
+
+
+@needs_cifar
+@pytest.mark.slow
+def test_table2_end_to_end(tmp_path):
+    out = tmp_path / "t2"
+    r = run_experiment("table2", out, ExperimentSettings(**dict(TINY, train_subset=50), out_chs=32))
+    assert len(r["comparisons"]) == 9 and r["comparisons"][0]["main"]
+    for c in r["comparisons"]:
+        acc = {k: {int(s): v for s, v in r["arms"][k]["accuracies"].items()} for k in (c["a"], c["b"])}
+        mean, ci = _direct(acc[c["a"]], acc[c["b"]])
+        assert c["diff_mean"] == pytest.approx(mean, abs=1e-3) and c["ci95"] == pytest.approx(ci, abs=1e-3)
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["diff_mean"] == r["comparisons"][0]["diff_mean"] and saved["verdict"] in ("holds", "contradicted",
+                                                                                           "inconclusive")
+
+
+@needs_cifar
+@pytest.mark.slow
+def test_search_cpu_end_to_end(tmp_path):
+    out = tmp_path / "search"
+    r = run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))
+    saved = json.loads((out / "result.json").read_text())
+    assert all(k in saved for k in FIELDS) and r["n_samples"] == 4 and r["top_group"] == 1
+    assert {f["family"] for f in r["family_test"]["families"]} <= {"linear", "piecewise", "staircase", "convex",
+                                                                    "concave"}
+    assert all(0 < f["p"] <= 1 for f in r["family_test"]["families"])
+    assert set(r["references"]["rank"]) == {"linear", "stagewise"}
+    assert all(1 <= v["rank"] <= 5 for v in r["references"]["rank"].values())
