@@ -52,7 +52,8 @@ def test_zoo_budget_reproduces_rexnet_100():
     d = solve_design(Targets(macs=parse_count("0.40G")), "rexnet", input_size=224)
     ref = complexity(model_spec("rexnet_100"))
     assert abs(d.params / ref.params - 1) <= 0.02
-    assert d.depth_multiplier == 1.0 and d.final == 180 and abs(d.multiplier - 1.0) < 0.01
+    assert d.depth_multiplier == 1.0 and d.final == 180 and d.multiplier == 1.0
+    assert d.spec.hash() == model_spec("rexnet_100").hash()   # the published network itself
 
 
 def test_lite_family_and_json_output(tmp_path):

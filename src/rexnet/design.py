@@ -242,7 +242,10 @@ class _Solver:
         if fits(hi):
             return self.at(hi, d, final)
         lo, _ = bisect(fits, M_LO, hi, 60, done=lambda a, b: b - a < M_RESOLUTION)
-        return self.at(lo, d, final)
+        # a round multiplier at or above the bisection's end, when it fits too: rounding ties make
+        # the widths jump right above x1.0, so the end lands at 0.99998 where x1.0 (the zoo) fits
+        rounder = [r for r in (round(lo, k) for k in (2, 3, 4)) if r >= lo and fits(r)]
+        return self.at(max(rounder, default=lo), d, final)
 
     def balanced(self, bounds: dict[str, float], d: float) -> _Point | None:
         """With MACs and params both bounded: the final width where both budgets are used alike."""
