@@ -48,9 +48,11 @@ ATTEMPT2 = {
 # A third attempt (--attempt 3; writes runs/coco128_<arch>_attempt3, resumable): the backbone starts from
 # the committed SSDLite320 run's (docs/detection/coco128_ssdlite/best.pt, trained on these same 128
 # images), as detection practice starts from a trained backbone (ImageNet weights cannot be downloaded
-# here); all five stages train, BatchNorm frozen (the default with backbone weights).
+# here); all five stages train, BatchNorm frozen (the default with backbone weights); the anchors
+# scaled to the small input (224 / 800: torchvision's 32-512 px are made for an 800-px shorter side,
+# so at 224 most COCO objects were smaller than the smallest anchor); gradients clipped at norm 10.
 SSDLITE_RUN = Path("docs/detection/coco128_ssdlite/best.pt")
-ATTEMPT3 = {arch: dict(v, trainable_layers=5) for arch, v in ATTEMPT2.items()}
+ATTEMPT3 = {arch: dict(v, trainable_layers=5, anchor_scale=0.28, clip_grad_norm=10.0) for arch, v in ATTEMPT2.items()}
 PICTURES = ("000000000009.jpg", "000000000025.jpg", "000000000030.jpg")
 
 

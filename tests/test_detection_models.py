@@ -315,3 +315,20 @@ def test_detector_complexity_small():
     assert c["input"] == (160, 224)
     assert set(c["parts"]) == {"backbone", "rpn", "roi_heads"} and sum(c["parts"].values()) == c["macs"]
     assert model.training  # the mode is restored
+
+
+def test_anchor_scale_shrinks_the_fpn_anchors_and_is_checked():
+    from rexnet.detection.recipe import load_detection_recipe
+
+    frcnn = create_detector("fasterrcnn_fpn", "rexnet_100", num_classes=5, anchor_scale=0.25)
+    assert frcnn.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    default = create_detector("fasterrcnn_fpn", "rexnet_100", num_classes=5)
+    assert default.rpn.anchor_generator.sizes == ((32,), (64,), (128,), (256,), (512,))
+    retina = create_detector("retinanet_fpn", "rexnet_100", num_classes=5, anchor_scale=0.25)
+    assert retina.anchor_generator.sizes[0] == (8, 10, 13) and retina.anchor_generator.sizes[-1] == (128, 161, 203)
+    with pytest.raises(ValueError, match="relative to the image"):
+        create_detector("ssdlite320", "rexnet_100", num_classes=5, anchor_scale=0.5)
+    with pytest.raises(ValueError, match="anchor_scale must be a positive"):
+        create_detector("fasterrcnn_fpn", "rexnet_100", num_classes=5, anchor_scale=0)
+    with pytest.raises(ValueError, match="anchor_scale"):
+        load_detection_recipe("coco128", dict(arch="ssdlite320", anchor_scale=0.5))

@@ -27,7 +27,7 @@ def load_detector(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     backbone = ident["backbone"]
     if isinstance(backbone, dict):
         backbone = NetSpec.from_dict(backbone)
-    kw = {k: ident[k] for k in ("min_size", "max_size", "frozen_bn") if k in ident}
+    kw = {k: ident[k] for k in ("min_size", "max_size", "frozen_bn", "anchor_scale") if k in ident}
     model = create_detector(ident["arch"], backbone, num_classes=ident["num_classes"], **kw)
     model.load_state_dict(ck["model"])
     return model.eval(), ident

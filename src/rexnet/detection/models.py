@@ -37,9 +37,16 @@ SSDLITE_SIZE = (320, 320)
 SSDLITE_DEFAULTS = dict(score_thresh=0.001, nms_thresh=0.55, detections_per_img=300, topk_candidates=300)
 
 
+ANCHOR_SIZES = (32, 64, 128, 256, 512)   # torchvision's FPN anchor sizes (pixels, one per level)
+
+
+def _scaled(size: float, scale: float) -> int:
+    return max(4, round(size * scale))
+
+
 def create_detector(arch: str, backbone: BackboneRef = "rexnet_100", *, num_classes: int = 91,
                     backbone_weights: str | os.PathLike | None = None, trainable_layers: int | None = None,
-                    frozen_bn: bool | None = None, **kwargs: Any) -> nn.Module:
+                    frozen_bn: bool | None = None, anchor_scale: float = 1.0, **kwargs: Any) -> nn.Module:
     """A torchvision detector ``arch`` (one of :data:`ARCHS`) on ``backbone``.
 
     ``backbone``: a zoo name, NetSpec, NetSpec file or our checkpoint, ``timm:NAME`` or
@@ -48,6 +55,9 @@ def create_detector(arch: str, backbone: BackboneRef = "rexnet_100", *, num_clas
     when weights are loaded (False for SSDLite, whose BatchNorm torchvision trains);
     ``trainable_layers`` (stages from the end, 0..5) defaults to 3 with weights and to
     all stages otherwise (all for SSDLite).  ``num_classes`` counts the background.
+    ``anchor_scale`` multiplies the FPN detectors' anchor sizes (torchvision's 32-512 pixels,
+    made for an 800-pixel shorter side): at a smaller input, e.g. ``min_size / 800``, the
+    anchors keep matching the objects (SSDLite's anchors are relative to the image already).
     ``kwargs`` go to the torchvision model (``min_size``, ``max_size``,
     ``box_score_thresh``, ...; ``size`` for SSDLite, default 320x320).
     """
@@ -55,8 +65,12 @@ def create_detector(arch: str, backbone: BackboneRef = "rexnet_100", *, num_clas
         raise ValueError(f"unknown detector {arch!r}; choose one of {list(ARCHS)}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be at least 2, got {num_classes!r}")
+    if not (isinstance(anchor_scale, (int, float)) and anchor_scale > 0):
+        raise ValueError(f"anchor_scale must be a positive number, got {anchor_scale!r}")
     options = dict(weights=backbone_weights, trainable_layers=trainable_layers, frozen_bn=frozen_bn)
     if arch == "ssdlite320":
+        if anchor_scale != 1.0:
+            raise ValueError("anchor_scale applies to the FPN detectors; SSDLite's anchors are relative to the image")
         bb = ssdlite_backbone(backbone, **options)
         size = tuple(kwargs.pop("size", SSDLITE_SIZE))
         anchors = DefaultBoxGenerator([[2, 3] for _ in bb.featmap_names], min_ratio=0.2, max_ratio=0.95)
@@ -66,13 +80,19 @@ def create_detector(arch: str, backbone: BackboneRef = "rexnet_100", *, num_clas
     if arch == "retinanet_fpn":
         bb = fpn_backbone(backbone, reductions=(8, 16, 32), extra_blocks="p6p7", **options)
         norm = {"image_mean": list(bb.mean), "image_std": list(bb.std)}
+        if anchor_scale != 1.0 and "anchor_generator" not in kwargs:
+            # torchvision's RetinaNet anchors (3 octave scales of 32-512, 3 ratios), scaled
+            sizes = tuple(tuple(_scaled(x * 2 ** (k / 3), anchor_scale) for k in range(3)) for x in ANCHOR_SIZES)
+            kwargs["anchor_generator"] = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
         return RetinaNet(bb.module, num_classes, **{**norm, **kwargs})
     bb = fpn_backbone(backbone, reductions=(4, 8, 16, 32), extra_blocks="pool", **options)
     norm = {"image_mean": list(bb.mean), "image_std": list(bb.std)}
-    if len(bb.featmap_names) != 5 and "rpn_anchor_generator" not in kwargs:
-        # fewer levels than anchor sizes (torchvision's MobileNet FPN): every size on every
-        # level, as fasterrcnn_mobilenet_v3_large_fpn does
-        sizes = ((32, 64, 128, 256, 512),) * len(bb.featmap_names)
+    if (len(bb.featmap_names) != 5 or anchor_scale != 1.0) and "rpn_anchor_generator" not in kwargs:
+        scaled = tuple(_scaled(x, anchor_scale) for x in ANCHOR_SIZES)
+        # one size per level (torchvision's default); with fewer levels than sizes (its MobileNet
+        # FPN) every size on every level, as fasterrcnn_mobilenet_v3_large_fpn does
+        sizes = (tuple((x,) for x in scaled) if len(bb.featmap_names) == 5
+                 else (scaled,) * len(bb.featmap_names))
         kwargs["rpn_anchor_generator"] = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     cls = MaskRCNN if arch == "maskrcnn_fpn" else FasterRCNN
     return cls(bb.module, num_classes, **{**norm, **kwargs})

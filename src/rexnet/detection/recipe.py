@@ -25,6 +25,7 @@ class DetectionRecipe(Recipe):
     val_ann: str | None = None
     min_size: int = 800                # the detector's resize (shorter side), as torchvision's models take it
     max_size: int = 1333
+    anchor_scale: float = 1.0          # FPN detectors: multiply the anchor sizes (32-512 px), e.g. min_size/800
     train_sizes: tuple[int, ...] = ()  # multi-scale training: shorter sides to draw from (empty: none)
     trainable_layers: int | None = None   # backbone stages that train (None: the detector's default)
     frozen_bn: bool | None = None      # None: frozen when backbone weights are given
@@ -40,6 +41,11 @@ class DetectionRecipe(Recipe):
         super().validate()
         if self.min_size < 32 or self.max_size < self.min_size:
             raise ValueError(f"recipe: need 32 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if not self.anchor_scale > 0:
+            raise ValueError(f"recipe: anchor_scale must be positive, got {self.anchor_scale}")
+        if self.anchor_scale != 1.0 and self.arch == "ssdlite320":
+            raise ValueError("recipe: anchor_scale applies to the FPN detectors; SSDLite's anchors are relative "
+                             "to the image (leave it at 1)")
         for name in RCNN_SAMPLING:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"recipe: {name} must be a positive count (or unset), got {getattr(self, name)}")

@@ -56,6 +56,8 @@ class DetectionTask(Task):
         from .models import create_detector
 
         kw = {} if cfg.arch == "ssdlite320" else dict(min_size=cfg.min_size, max_size=cfg.max_size)
+        if cfg.anchor_scale != 1.0:   # part of the detector (checkpoints from before it have none)
+            kw["anchor_scale"] = cfg.anchor_scale
         self.config = dict(arch=cfg.arch, backbone=spec.to_dict() if spec is not None else cfg.model,
                            num_classes=num_classes, **kw)
         model = create_detector(cfg.arch, spec if spec is not None else cfg.model, num_classes=num_classes,
