@@ -54,6 +54,7 @@ DEPTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)   # depth multipliers tried (sta
 FORMS = ("eager", "folded", "onnx")
 M_LO, M_HI = 0.1, 8.0       # width multipliers searched
 FINAL_RANGE = (0.125, 4.0)  # final width searched, as a factor of the family's own
+FINAL_GRID = 16             # final widths tried on that range (log-spaced), then refined around the best
 TIE = 0.01                  # designs whose least-used budget is this close to the best count as equal
 M_RESOLUTION = 1e-4         # the width bisection stops here (widths are rounded to integers)
 LABELS = {"macs": "MACs", "params": "params"}
@@ -248,17 +249,23 @@ class _Solver:
         return self.at(max(rounder, default=lo), d, final)
 
     def balanced(self, bounds: dict[str, float], d: float) -> _Point | None:
-        """With MACs and params both bounded: the final width where both budgets are used alike."""
+        """With two bounds: the final width whose widest design uses the least-used budget most.
+        A grid, then a finer one around its best: the head grows with the width multiplier,
+        so the params-per-MAC of the solution is not monotone in the final width."""
         f0 = self.family.default_final
-        lo, hi = f0 * FINAL_RANGE[0], f0 * FINAL_RANGE[1]
+        lo, hi = math.log(f0 * FINAL_RANGE[0]), math.log(f0 * FINAL_RANGE[1])
 
-        def params_short(final: float) -> bool:   # more room for params: widen the end
-            p = self.widest(bounds, d, final)
-            return p is not None and p.params / bounds["params"] < p.macs / bounds["macs"]
+        def best_of(finals: Sequence[float]) -> _Point | None:
+            points = [p for p in (self.widest(bounds, d, round(f, 2)) for f in finals) if p is not None]
+            return max(points, key=lambda p: p.score(bounds)) if points else None
 
-        a, b = bisect(params_short, lo, hi, 40, done=lambda a, b: b - a < 0.5)
-        points = [p for p in (self.widest(bounds, d, a), self.widest(bounds, d, b)) if p is not None]
-        return max(points, key=lambda p: p.score(bounds)) if points else None
+        step = (hi - lo) / (FINAL_GRID - 1)
+        coarse = best_of([math.exp(lo + i * step) for i in range(FINAL_GRID)])
+        if coarse is None:
+            return None
+        c = math.log(coarse.final)
+        fine = best_of([math.exp(c + (i / 4 - 1) * step) for i in range(9)])
+        return max((coarse, fine), key=lambda p: p.score(bounds))
 
     def smallest(self, depths: Sequence[float], finals: Sequence[float]) -> _Point:
         return min((self.at(M_LO, d, f) for d in depths for f in finals), key=lambda p: (p.macs, p.params))
