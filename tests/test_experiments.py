@@ -67,8 +67,16 @@ def test_search_with_zero_trials_is_the_two_references_paired_by_seed(tmp_path):
 
 
 def test_arms_match_their_budgets():
-    lin, stage = mobilenetv2_pair(0.35)
-    assert abs(lin.macs / stage.macs - 1) <= 0.01
+    for width in (0.35, 1.0):   # the linear arm: a straight line of block widths, its head 1x1 solved to the params
+        lin, stage = mobilenetv2_pair(width)
+        assert abs(lin.macs / stage.macs - 1) <= 0.01 and abs(lin.params / stage.params - 1) <= 0.03
+        w = [b.out_chs for b in lin.spec.blocks]
+        m = lin.spec.meta
+        assert w[0] == stage.spec.blocks[0].out_chs and all(abs(c - (m["start"] + i * m["increment"] / 17)) <= 0.5
+                                                             for i, c in enumerate(w))
+        assert lin.spec.head.pen_chs == m["pen_chs"] > stage.spec.head.pen_chs == 1280
+        assert [b.shortcut for b in lin.spec.blocks] == [b.shortcut for b in stage.spec.blocks]
+        assert lin.spec.stem == stage.spec.stem and lin.spec.head.num_classes == stage.spec.head.num_classes
     arms = {a.name: a for a in table2_arms(64)}
     assert len(arms) == 9
     for n in ("first_1x1_ratio_1_6", "ib_ratio_0.8", "chain_1_6_ib_0.8_silu"):

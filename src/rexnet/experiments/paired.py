@@ -119,7 +119,7 @@ class Arm:
 
     def record(self) -> dict[str, Any]:
         return dict(macs=self.macs, params=self.params, spec_hash=self.spec.hash(), note=self.note,
-                    widths=[b.out_chs for b in self.spec.blocks])
+                    widths=[b.out_chs for b in self.spec.blocks], pen_chs=self.spec.head.pen_chs)
 
 
 def check_budget_match(a: Arm, b: Arm, macs_tol: float = MACS_TOL, params_tol: float = PARAMS_TOL) -> dict[str, float]:

@@ -155,8 +155,10 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
         L += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
               f"**{p['seeds_needed']}**; estimated wall time {p['estimated_wall_s']} s "
               f"({p['seed_s']} s of runs per seed, {p['workers']} worker(s)).", ""]
-    L += ["## Arms", "", markdown_table(["arm", "MACs", "params", "widths", "test top-1 by seed", "note"],
+    L += ["## Arms", "", markdown_table(["arm", "MACs", "params", "block widths", "head 1x1", "test top-1 by seed",
+                                         "note"],
                                         [[k, f"{a['macs']:,}", f"{a['params']:,}", "/".join(map(str, a["widths"])),
+                                          a.get("pen_chs", "-"),
                                           ", ".join(f"{sd}: {v:.2f}" for sd, v in sorted(a["accuracies"].items())),
                                           a["note"]] for k, a in r["arms"].items()]), ""]
     if name == "search_cpu":
