@@ -144,8 +144,10 @@ def test_recipe_sets_rcnn_training_samples_and_refuses_nonsense():
     model = task.build_model(cfg, 2, None)
     assert model.roi_heads.fg_bg_sampler.batch_size_per_image == cfg.box_batch_size_per_image == 128
     assert model.rpn._post_nms_top_n["training"] == 500 and model.rpn._pre_nms_top_n["training"] == 1000
-    assert model.rpn._post_nms_top_n["testing"] == 1000          # evaluation keeps torchvision's
-    assert "box_batch_size_per_image" not in task.identity(model)  # training-only: a checkpoint rebuilds without it
+    # evaluation scores 300 proposals (torchvision's 1000 pre-NMS per level kept)
+    assert model.rpn._post_nms_top_n["testing"] == 300 and model.rpn._pre_nms_top_n["testing"] == 1000
+    ident = task.identity(model)   # cost knobs: a checkpoint rebuilds with torchvision's counts
+    assert "box_batch_size_per_image" not in ident and "rpn_post_nms_top_n_test" not in ident
     with pytest.raises(ValueError, match="box_batch_size_per_image must be a positive count"):
         load_detection_recipe("coco128", {"box_batch_size_per_image": 0})
     retina = load_detection_recipe("coco128", {"arch": "retinanet_fpn"})

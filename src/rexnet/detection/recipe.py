@@ -10,7 +10,8 @@ from ..train.recipe import Recipe, load_recipe
 __all__ = ["DetectionRecipe", "DETECTION_RECIPES", "CLASSIFICATION_ONLY", "load_detection_recipe", "coco_paths"]
 
 DETECTION_RECIPES = ("coco", "coco128")
-RCNN_SAMPLING = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "box_batch_size_per_image")
+RCNN_SAMPLING = ("rpn_pre_nms_top_n_train", "rpn_post_nms_top_n_train", "box_batch_size_per_image",
+                 "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
 
 
 @dataclass
@@ -36,6 +37,10 @@ class DetectionRecipe(Recipe):
     rpn_pre_nms_top_n_train: int | None = None
     rpn_post_nms_top_n_train: int | None = None
     box_batch_size_per_image: int | None = None
+    # R-CNN proposals at evaluation (torchvision's 1000 / 1000 when None): the box head runs on
+    # every proposal, so on a CPU it costs more per image than a training step does
+    rpn_pre_nms_top_n_test: int | None = None
+    rpn_post_nms_top_n_test: int | None = None
 
     def validate(self) -> "DetectionRecipe":
         super().validate()

@@ -69,7 +69,8 @@ class DetectionTask(Task):
 
     @staticmethod
     def _sampling(cfg: DetectionRecipe) -> dict[str, int]:
-        """The R-CNN training-sample counts the recipe sets (training only: not part of the identity)."""
+        """The R-CNN sample and proposal counts the recipe sets (cost knobs, not part of the
+        identity: a checkpoint loaded by `detect eval/predict` uses torchvision's counts)."""
         if not cfg.arch.endswith("rcnn_fpn"):
             return {}
         return {k: getattr(cfg, k) for k in RCNN_SAMPLING if getattr(cfg, k) is not None}
