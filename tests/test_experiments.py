@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import math
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rexnet.experiments import ExperimentSettings, paired_stats, seeds_needed
 from rexnet.experiments.definitions import mobilenetv2_pair, table2_arms
@@ -19,8 +21,10 @@ from rexnet.search.store import Store
 from train_helpers import CIFAR_ZIP, needs_cifar
 
 T975 = {1: 12.706204736174707, 2: 4.302652729749464}   # Student t 97.5% quantiles (tables)
+# in_process: the runs one after another in the test's process (no interpreter start, imports and
+# zip index per run: 2-3 CPU-s a run instead of 9-10); the child-process path is exercised below
 TINY = dict(data=str(CIFAR_ZIP), seeds=2, epochs=1, train_subset=100, val_subset=50, test_images=100,
-            batch_size=50, workers=2, progress=False)
+            batch_size=50, workers=1, in_process=True, progress=False)
 FIELDS = ("primary_metric", "arms", "n_seeds", "diff_mean", "ci95", "verdict", "wall_s")
 
 
@@ -109,6 +113,37 @@ def test_linear_vs_stagewise_pilot_resume_and_refusal(tmp_path, capsys):
                  "--batch-size", "50", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "other settings (epochs: 1 -> 2)" in err and "--overwrite" in err and "Traceback" not in err
+    # a third seed extends it, its runs in child processes (the default path); the first four are kept
+    threads = torch.get_num_threads()
+    run_experiment("linear_vs_stagewise", out, ExperimentSettings(**dict(TINY, seeds=3, in_process=False)))
+    assert torch.get_num_threads() == threads
+    with Store(out / "search.db") as store:
+        rows = store.trials()
+    assert {t["key"]: t["finished"] for t in rows if t["repeat"] < 2} == finished
+    assert len(rows) == 6 and all(t["status"] == "done" for t in rows)
+    assert _check_result(out)["n_seeds"] == 3
+
+
+def test_zip_index_read_once_per_process_and_again_when_the_file_changes(tmp_path):
+    from rexnet.train import data
+
+    src = zipfile.ZipFile(CIFAR_ZIP) if CIFAR_ZIP.is_file() else pytest.skip("no CIFAR-10 zip")
+    jpgs = {split: [n for n in src.namelist() if n.startswith(f"{split}/airplane/")][:3] for split in ("train", "test")}
+    path = tmp_path / "tiny.zip"
+
+    def write(k: int) -> None:
+        with zipfile.ZipFile(path.with_suffix(".tmp"), "w") as z:
+            for split, names in jpgs.items():
+                for n in names[:k]:
+                    z.writestr(n, src.read(n))
+        path.with_suffix(".tmp").replace(path)
+
+    write(2)
+    a, b = data.build_dataset(str(path), "train"), data.build_dataset(str(path), "val")
+    assert len(a) == len(b) == 2 and a._zipfile() is b._zipfile() is data._zip(path)
+    assert a[0][0].size == (32, 32)
+    write(3)                                  # replaced: read again
+    assert len(data.build_dataset(str(path), "train")) == 3 and data._zip(path) is not a._zipfile()
 
 
 @needs_cifar

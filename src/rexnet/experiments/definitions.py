@@ -76,7 +76,8 @@ def reference_arms(preset: str) -> list[Arm]:
 
 
 # -- experiment 2 ---------------------------------------------------------------------------
-def _mbv2(width: float, widths: list[float] | None = None, name: str = "mobilenetv2", pen: int | None = None) -> NetSpec:
+def _mbv2(width: float, widths: list[float] | None = None, name: str = "mobilenetv2",
+          pen: int | None = None) -> NetSpec:
     """MobileNetV2 x ``width`` for 10 classes on the CIFAR stride plan, ReXNet's partial
     shortcut (``widths``: the 17 block outputs re-assigned; ``pen``: the head's 1x1 width)."""
     spec = cifar_stride_plan(mobilenetv2_spec(name, multiplier=width, widths=widths, shortcut="partial",
@@ -128,14 +129,13 @@ def mobilenetv2_pair(width: float) -> list[Arm]:
     if pen is None or abs(at(pen)[2] / target.params - 1) > PARAMS_TOL:
         near = "none reaches the MACs" if pen is None else f"the closest, head {pen}, has {at(pen)[2]:,} params"
         raise BudgetError(f"no linear re-channelling of MobileNetV2 x{width} from {start:g} channels with a head "
-                          f"of 1..{hi} channels lands within {MACS_TOL:.0%} of {target.macs:,} MACs and {PARAMS_TOL:.0%} of "
-                          f"{target.params:,} params ({near}); choose another --width")
+                          f"of 1..{hi} channels lands within {MACS_TOL:.0%} of {target.macs:,} MACs and "
+                          f"{PARAMS_TOL:.0%} of {target.params:,} params ({near}); choose another --width")
     inc, spec, params = at(pen)
-    rule = (f"start = MobileNetV2's first block width, increment solved to equal MACs and the head 1x1 width to "
-            f"equal params (MobileNetV2's head, {stage.head.pen_chs}, leaves the line at "
-            f"{at(stage.head.pen_chs)[2] / target.params:.3f} x its params)" if at(stage.head.pen_chs)
-            else f"start = MobileNetV2's first block width, increment solved to equal MACs and the head 1x1 width "
-                 f"to equal params")
+    own = at(stage.head.pen_chs)
+    rule = ("start = MobileNetV2's first block width, increment solved to equal MACs and the head 1x1 width to "
+            "equal params" + (f" (MobileNetV2's head, {stage.head.pen_chs}, leaves the line at "
+                              f"{own[2] / target.params:.3f} x its params)" if own else ""))
     spec = spec.replace(meta={**spec.meta, "schedule": "linear", "start": start, "increment": round(inc, 4),
                               "pen_chs": pen, "rule": rule})
     lw = "/".join(str(b.out_chs) for b in spec.blocks)

@@ -66,6 +66,7 @@ class ExperimentSettings:
     width: float | None = None           # mobilenetv2_linear: MobileNetV2 width multiplier
     out_chs: int | None = None           # table2: the baseline's final width
     workers: int = 0                     # runs at once, each a process of cores/workers threads (0 = cores)
+    in_process: bool = False             # the runs one after another in this process (no child processes)
     ray: bool = False                    # run as Ray tasks on a local Ray instance
     ray_address: str | None = None       # join a Ray cluster (auto, ray://head:10001)
     cpus_per_trial: float = 1.0          # Ray resources per run
@@ -93,7 +94,7 @@ class ExperimentSettings:
                               test_images=self.test_images or None, rank_images=self.rank_images or 0,
                               device=self.device, workers=workers, ray=self.ray, ray_address=self.ray_address,
                               cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
-                              progress=self.progress, **extra)
+                              progress=self.progress, in_process=self.in_process, **extra)
 
 
 def _cores() -> int:

@@ -78,7 +78,7 @@ def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings) -> di
     trials, _ = collect(out)
     walls = [t["result"]["wall_s"] for t in trials if t["status"] == "done"]
     per_seed = sum(walls) / max(1, len({t["seed"] for t in trials if t["status"] == "done"}))
-    workers = 1 if s.ray else (s.workers or _cores())
+    workers = 1 if s.ray or s.in_process else (s.workers or _cores())
     eta = None if need is None else need * per_seed / workers
     return dict(seeds_needed=need, run_s_mean=round(float(np.mean(walls)), 1) if walls else None,
                 seed_s=round(per_seed, 1), workers=workers, estimated_wall_s=None if eta is None else round(eta),
