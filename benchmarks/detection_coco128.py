@@ -112,7 +112,7 @@ def main() -> None:
     ax.axhline(untrained["val_bbox_mAP"], color="grey", lw=1, label=f"untrained AP {untrained['val_bbox_mAP']:.2f}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("AP on the 128 training images (%)")
-    init = "backbone from the SSDLite run" if args.attempt == 3 else "random init"
+    init = "SSDLite-trained backbone" if args.attempt == 3 else "random init"
     ax.set_title(f"COCO128 memorisation: {args.arch}, ReXNet x1.0 ({init})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
