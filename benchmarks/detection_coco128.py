@@ -81,9 +81,13 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--attempt", type=int, default=1, choices=(1, 2, 3),
                    help="1: SETTINGS (the committed runs); 2: ATTEMPT2; 3: ATTEMPT3 (backbone from the SSDLite run)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the attempt's epochs (the cosine schedule ends there; part of the run's recipe)")
     args = p.parse_args()
     short = args.arch.removesuffix("_fpn").removesuffix("320")
     settings = {1: SETTINGS, 2: ATTEMPT2, 3: ATTEMPT3}[args.attempt][args.arch]
+    if args.epochs is not None:
+        settings = dict(settings, epochs=args.epochs)
     out = Path(args.out or (f"runs/coco128_{short}_attempt{args.attempt}" if args.attempt > 1
                             else f"docs/detection/coco128_{short}"))
     if args.attempt == 3:

@@ -3,6 +3,7 @@ its paired statistics against a direct computation, resumption and refusals."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import zipfile
@@ -71,16 +72,25 @@ def test_search_with_zero_trials_is_the_two_references_paired_by_seed(tmp_path):
 
 
 def test_arms_match_their_budgets():
-    for width in (0.35, 1.0):   # the linear arm: a straight line of block widths, its head 1x1 solved to the params
-        lin, stage = mobilenetv2_pair(width)
-        assert abs(lin.macs / stage.macs - 1) <= 0.01 and abs(lin.params / stage.params - 1) <= 0.03
+    for width in (0.35, 1.0):   # the linear arm: only the block widths re-assigned, a straight line at equal MACs
+        lin, stage, small = mobilenetv2_pair(width)
+        assert (lin.name, stage.name, small.name) == ("linear", "stagewise", "stagewise_at_params")
+        assert abs(lin.macs / stage.macs - 1) <= 0.01 and lin.params < 0.9 * stage.params   # the line is smaller
+        assert abs(small.params / lin.params - 1) <= 0.03 and small.macs < 0.9 * lin.macs     # the bracket
         w = [b.out_chs for b in lin.spec.blocks]
         m = lin.spec.meta
         assert w[0] == stage.spec.blocks[0].out_chs and all(abs(c - (m["start"] + i * m["increment"] / 17)) <= 0.5
                                                              for i, c in enumerate(w))
-        assert lin.spec.head.pen_chs == m["pen_chs"] > stage.spec.head.pen_chs == 1280
-        assert [b.shortcut for b in lin.spec.blocks] == [b.shortcut for b in stage.spec.blocks]
-        assert lin.spec.stem == stage.spec.stem and lin.spec.head.num_classes == stage.spec.head.num_classes
+        heads = [dataclasses.replace(a.spec.head, in_chs=1) for a in (lin, stage, small)]
+        assert heads[0] == heads[1] == heads[2] and lin.spec.head.pen_chs == 1280
+        for arm in (lin, small):
+            assert [b.shortcut for b in arm.spec.blocks] == [b.shortcut for b in stage.spec.blocks]
+            assert [b.stride for b in arm.spec.blocks] == [b.stride for b in stage.spec.blocks]
+            assert [b.mid_chs / b.in_chs for b in arm.spec.blocks] == pytest.approx(
+                [b.mid_chs / b.in_chs for b in stage.spec.blocks], rel=0.2)
+        s = small.spec.meta["scale"]   # the staircase scaled: each stage keeps one width
+        assert all(abs(x.out_chs - y.out_chs * s) <= 0.6 for x, y in zip(small.spec.blocks, stage.spec.blocks))
+        assert lin.spec.stem == stage.spec.stem == small.spec.stem
     arms = {a.name: a for a in table2_arms(64)}
     assert len(arms) == 9
     for n in ("first_1x1_ratio_1_6", "ib_ratio_0.8", "chain_1_6_ib_0.8_silu"):
@@ -152,6 +162,11 @@ def test_mobilenetv2_linear_end_to_end(tmp_path):
     run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
     r = _check_result(out)
     assert abs(r["arms"]["linear"]["macs"] / r["arms"]["stagewise"]["macs"] - 1) <= 0.01
+    assert [c["b"] for c in r["comparisons"]] == ["stagewise", "stagewise_at_params"] and r["comparisons"][0]["main"]
+    for c in r["comparisons"]:
+        acc = {k: {int(s): v for s, v in r["arms"][k]["accuracies"].items()} for k in (c["a"], c["b"])}
+        mean, ci = _direct(acc[c["a"]], acc[c["b"]])
+        assert c["diff_mean"] == pytest.approx(mean, abs=1e-3) and c["ci95"] == pytest.approx(ci, abs=1e-3)
 
 
 @needs_cifar

@@ -109,7 +109,7 @@ def analyse(name: str, out: Path, s: ExperimentSettings, arms) -> dict[str, Any]
     main = next(c for c in comps if c["main"])
     res = dict(base, main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
                verdict=main["verdict"], expected=main["expected"])
-    if name == "table2":
+    if len(comps) > 1:
         res["comparisons"] = comps
     return res
 
