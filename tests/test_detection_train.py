@@ -37,8 +37,12 @@ def _metrics(out: Path) -> list[dict]:
 
 
 @needs_coco
-def test_detector_trains_and_resumes_to_the_same_metrics(tmp_path):
+def test_detector_trains_and_resumes_to_the_same_metrics(tmp_path, monkeypatch):
+    import rexnet.train.loop as loop
+    sizes, make = [], loop.make_eval_loader
+    monkeypatch.setattr(loop, "make_eval_loader", lambda ds, bs, *a, **k: sizes.append(bs) or make(ds, bs, *a, **k))
     s = train(_recipe(epochs=2), tmp_path / "full", task=DetectionTask())
+    assert sizes == [SMALL["batch_size"]]   # evaluation in training micro-batches, not classification's 64
     rows = _metrics(tmp_path / "full")
     assert s["epochs_done"] == 2 and s["metric"] == "val_bbox_mAP" and len(rows) == 2
     assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in rows)
@@ -135,6 +139,15 @@ def test_detect_bench_times_ours_against_torchvisions(tmp_path, capsys):
     assert all(r["median_ms"] > 0 and r["gmacs"] > 0 for r in rows.values())
     assert main(["detect", "bench", "tv:no_such_detector"]) == 2
     assert "no builder" in capsys.readouterr().err
+
+
+@needs_coco
+def test_detection_evaluates_in_training_micro_batches():
+    """Mask R-CNN pastes 100 full-size float masks an image; at 64 images a batch (the
+    classification loop's evaluation batch) its evaluation passed 12 GB on COCO128."""
+    from rexnet.train.distributed import Dist
+    assert DetectionTask().build_data(_recipe(batch_size=8), Dist()).eval_batch_size == 8
+    assert DetectionTask().build_data(_recipe(batch_size=8), Dist(rank=1, world=2)).eval_batch_size == 4
 
 
 def test_recipe_sets_rcnn_training_samples_and_refuses_nonsense():

@@ -50,7 +50,10 @@ class DetectionTask(Task):
         names = [train.categories.get(i, "") for i in range(num_classes)]
         self.names = names
         return TaskData(_subset(train, cfg.train_subset), _subset(val, cfg.val_subset), num_classes, names,
-                        collate=collate, bad_images=len(train.bad) + len(val.bad))
+                        collate=collate, bad_images=len(train.bad) + len(val.bad),
+                        # the training micro-batch: Mask R-CNN pastes 100 full-size float masks an image,
+                        # so the classification loop's 64 images a batch grew its evaluation past 12 GB
+                        eval_batch_size=max(1, cfg.batch_size // dist.world))
 
     def build_model(self, cfg: DetectionRecipe, num_classes: int, spec: NetSpec | None) -> nn.Module:
         from .models import create_detector

@@ -320,7 +320,8 @@ class _Run:
         workers_init = _ignore_stop_signals if workers else None
         self.loader_kw = dict(num_workers=workers, pin_memory=self.device.type == "cuda",
                               persistent_workers=False, collate_fn=self.data.collate, worker_init_fn=workers_init)
-        self.val_loader = _Batches(make_eval_loader(self.data.val, max(cfg.batch_size // dist.world, 64), dist,
+        eval_batch = self.data.eval_batch_size or max(cfg.batch_size // dist.world, 64)
+        self.val_loader = _Batches(make_eval_loader(self.data.val, eval_batch, dist,
                                                     workers, collate=self.data.collate, worker_init_fn=workers_init))
         self._build_model(spec)
         self.opt = torch.optim.SGD(_param_groups(self.core, cfg.weight_decay), lr=cfg.scaled_lr(),

@@ -36,6 +36,7 @@ class TaskData:
     classes: list[str] = field(default_factory=list)
     collate: Callable | None = None     # None: the default collate
     bad_images: int = 0                 # unreadable files skipped (--skip-bad-images)
+    eval_batch_size: int | None = None  # per rank; None: max(the training batch per rank, 64)
 
 
 class Task:
