@@ -147,8 +147,9 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
          f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
          f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
     m = r["main"]
-    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} points, 95% CI {_ci(r['ci95'])} over "
-          f"{r['n_seeds']} seed(s). **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
+    over = m.get("over") or f"{r['n_seeds']} seed(s)"
+    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m.get('unit', 'points')}, 95% CI "
+          f"{_ci(r['ci95'])} over {over}. **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
           f"lies above 0, contradicted = below, inconclusive = it contains 0).", ""]
     if pilot and r.get("pilot"):
         p = r["pilot"]

@@ -158,7 +158,8 @@ def _search_result(out: Path, trials, counts, s: ExperimentSettings, arm_rec) ->
                 expected="the top 10% is more linear (higher R²) than the rest (the paper's direction)",
                 n=len(idx), n_rest=len(r2_rest), diff_mean=None if g["mean"] is None else round(g["mean"], 4),
                 ci95=None if g["ci95"] is None else [round(c, 4) for c in g["ci95"]], method=g["method"],
-                permutation_p_r2=p_r2, verdict=verdict)
+                permutation_p_r2=p_r2, verdict=verdict, unit="R²",
+                over=f"{len(idx)} top models against {len(r2_rest)} others (Welch interval)")
     return dict(main=main, n_seeds=s.seeds, diff_mean=main["diff_mean"], ci95=main["ci95"], verdict=verdict,
                 expected=main["expected"], n_samples=len(samples), top_group=len(idx),
                 family_test=dict(families=families, permutations=10_000,
