@@ -50,6 +50,14 @@ def _check_result(out: Path, a: str = "linear", b: str = "stagewise") -> dict:
     return r
 
 
+def _check_comparisons(r: dict) -> None:
+    """Every comparison's paired mean and interval against a direct computation."""
+    for c in r["comparisons"]:
+        acc = {k: {int(s): v for s, v in r["arms"][k]["accuracies"].items()} for k in (c["a"], c["b"])}
+        mean, ci = _direct(acc[c["a"]], acc[c["b"]])
+        assert c["diff_mean"] == pytest.approx(mean, abs=1e-3) and c["ci95"] == pytest.approx(ci, abs=1e-3)
+
+
 def test_paired_stats_and_seeds_needed():
     a, b = {0: 60.0, 1: 62.0, 2: 61.0}, {0: 59.0, 1: 60.5, 2: 60.9}
     st = paired_stats(a, b)
@@ -163,10 +171,7 @@ def test_mobilenetv2_linear_end_to_end(tmp_path):
     r = _check_result(out)
     assert abs(r["arms"]["linear"]["macs"] / r["arms"]["stagewise"]["macs"] - 1) <= 0.01
     assert [c["b"] for c in r["comparisons"]] == ["stagewise", "stagewise_at_params"] and r["comparisons"][0]["main"]
-    for c in r["comparisons"]:
-        acc = {k: {int(s): v for s, v in r["arms"][k]["accuracies"].items()} for k in (c["a"], c["b"])}
-        mean, ci = _direct(acc[c["a"]], acc[c["b"]])
-        assert c["diff_mean"] == pytest.approx(mean, abs=1e-3) and c["ci95"] == pytest.approx(ci, abs=1e-3)
+    _check_comparisons(r)
 
 
 @needs_cifar
@@ -175,10 +180,7 @@ def test_table2_end_to_end(tmp_path):
     out = tmp_path / "t2"
     r = run_experiment("table2", out, ExperimentSettings(**dict(TINY, train_subset=50), out_chs=32))
     assert len(r["comparisons"]) == 9 and r["comparisons"][0]["main"]
-    for c in r["comparisons"]:
-        acc = {k: {int(s): v for s, v in r["arms"][k]["accuracies"].items()} for k in (c["a"], c["b"])}
-        mean, ci = _direct(acc[c["a"]], acc[c["b"]])
-        assert c["diff_mean"] == pytest.approx(mean, abs=1e-3) and c["ci95"] == pytest.approx(ci, abs=1e-3)
+    _check_comparisons(r)
     saved = json.loads((out / "result.json").read_text())
     assert saved["diff_mean"] == r["comparisons"][0]["diff_mean"] and saved["verdict"] in ("holds", "contradicted",
                                                                                            "inconclusive")

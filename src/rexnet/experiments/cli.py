@@ -22,9 +22,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     flags += ["--pilot"] * args.pilot + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
     command = " ".join(["rexnet experiment", args.name, *flags])
     r = run_experiment(args.name, out, settings, pilot=args.pilot, overwrite=args.overwrite, command=command)
-    over = r["main"].get("over") or f"{r['n_seeds']} seed(s)"
-    print(f"{args.name}: {r['main']['name']}: {r['diff_mean']} {r['main'].get('unit', 'points')}, 95% CI {r['ci95']} "
-          f"over {over}: {r['verdict']} (expected {r['expected']}); wall {r['wall_s']:.0f} s")
+    m = r["main"]
+    print(f"{args.name}: {m['name']}: {r['diff_mean']} {m['unit']}, 95% CI {r['ci95']} over {m['over']}: "
+          f"{r['verdict']} (expected {r['expected']}); wall {r['wall_s']:.0f} s")
     if args.pilot:
         p = r["pilot"]
         print(f"pilot: {p['seeds_needed']} seeds needed for the 95% CI to exclude 0 at the observed mean and SD; "

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import schedule as sch
-from ..budget import BudgetError, bisect, solve_budget
+from ..budget import bisect, solve_budget
 from ..complexity import complexity
 from ..models.zoo import cifar_stride_plan, mobilenetv2_spec
 from ..rank.verify import VARIANTS, verification_spec
 from ..search.space import get_preset
 from ..spec import NetSpec
-from .paired import MACS_TOL, PARAMS_TOL, Arm, ExperimentSettings, check_budget_match
+from .paired import PARAMS_TOL, Arm, ExperimentSettings, check_budget_match
 
 __all__ = ["EXPERIMENTS", "DEFAULTS", "Comparison", "arms_of", "comparisons_of", "mobilenetv2_pair",
            "table2_arms"]

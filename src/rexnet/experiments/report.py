@@ -147,9 +147,8 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
          f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
          f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
     m = r["main"]
-    over = m.get("over") or f"{r['n_seeds']} seed(s)"
-    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m.get('unit', 'points')}, 95% CI "
-          f"{_ci(r['ci95'])} over {over}. **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
+    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m['unit']}, 95% CI "
+          f"{_ci(r['ci95'])} over {m['over']}. **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
           f"lies above 0, contradicted = below, inconclusive = it contains 0).", ""]
     if pilot and r.get("pilot"):
         p = r["pilot"]

@@ -105,7 +105,8 @@ def analyse(name: str, out: Path, s: ExperimentSettings, arms) -> dict[str, Any]
         comps.append(dict(name=c.name, a=c.a, b=c.b, what=c.what, main=c.main,
                           expected=f"{c.a} > {c.b} (the paper's direction)",
                           macs_ratio=round(arm_rec[c.a]["macs"] / arm_rec[c.b]["macs"], 4),
-                          params_ratio=round(arm_rec[c.a]["params"] / arm_rec[c.b]["params"], 4), **st))
+                          params_ratio=round(arm_rec[c.a]["params"] / arm_rec[c.b]["params"], 4),
+                          unit="points", over=f"{st['n']} seed(s)", **st))
     main = next(c for c in comps if c["main"])
     res = dict(base, main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
                verdict=main["verdict"], expected=main["expected"])
