@@ -8,7 +8,7 @@ import torch
 from rexnet.budget import BudgetError
 from rexnet.cli import main
 from rexnet.complexity import complexity
-from rexnet.design import Family, Targets, get_family, parse_count, solve_design, _shape_widths
+from rexnet.design import M_LO, Family, Targets, get_family, parse_count, solve_design, _shape_widths
 from rexnet.models.resolve import create_model, resolve_spec
 from rexnet.models.zoo import model_spec, rexnet_spec
 from rexnet.spec import NetSpec
@@ -148,7 +148,10 @@ def test_latency_target_is_met_when_measured_again(capsys):
     d = solve_design(Targets(latency_ms=target), "rexnet", input_size=size, runs=6, warmup=2, threads=1)
     lat = d.latency
     assert lat["reference"].startswith("rexnet_") and lat["candidates_timed"] >= 2
-    assert d.spec.meta["latency"]["target_ms"] == target and d.multiplier > 0.3
+    # an interior width, not the floor: no absolute floor on the multiplier, since the target is
+    # absolute and a slower spell between timing ``base`` and the search shrinks the design
+    # (x0.133 was chosen once under a loaded `make test -n 2`); what it promises is checked below
+    assert d.spec.meta["latency"]["target_ms"] == target and d.multiplier > M_LO
     # measured again after the search (twice the runs): near the target
     assert abs(lat["ms"] / target - 1) < 0.4, lat
     # and again on its own stopwatch, in turns with the reference: the same ratio
