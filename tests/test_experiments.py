@@ -81,8 +81,9 @@ def test_search_with_zero_trials_is_the_two_references_paired_by_seed(tmp_path):
 
 def test_arms_match_their_budgets():
     for width in (0.35, 1.0):   # the linear arm: only the block widths re-assigned, a straight line at equal MACs
-        lin, stage, small = mobilenetv2_pair(width)
-        assert (lin.name, stage.name, small.name) == ("linear", "stagewise", "stagewise_at_params")
+        lin, stage, small, wide = mobilenetv2_pair(width)
+        assert (lin.name, stage.name, small.name, wide.name) == ("linear", "stagewise", "stagewise_at_params",
+                                                                 "linear_wide_head")
         assert abs(lin.macs / stage.macs - 1) <= 0.01 and lin.params < 0.9 * stage.params   # the line is smaller
         assert abs(small.params / lin.params - 1) <= 0.03 and small.macs < 0.9 * lin.macs     # the bracket
         w = [b.out_chs for b in lin.spec.blocks]
@@ -91,14 +92,21 @@ def test_arms_match_their_budgets():
                                                              for i, c in enumerate(w))
         heads = [dataclasses.replace(a.spec.head, in_chs=1) for a in (lin, stage, small)]
         assert heads[0] == heads[1] == heads[2] and lin.spec.head.pen_chs == 1280
-        for arm in (lin, small):
+        # the fourth arm: a line at both MACs and params, its start in [first / 2, first], its head wider
+        assert abs(wide.macs / stage.macs - 1) <= 0.01 and abs(wide.params / stage.params - 1) <= 0.03
+        first, m = stage.spec.blocks[0].out_chs, wide.spec.meta
+        assert (first + 1) // 2 <= m["start"] <= first and wide.spec.head.pen_chs > stage.spec.head.pen_chs
+        assert all(abs(b.out_chs - (m["start"] + i * m["increment"] / 17)) <= 0.501   # increment kept to 4 decimals
+                   for i, b in enumerate(wide.spec.blocks))
+        assert dataclasses.replace(wide.spec.head, in_chs=1, pen_chs=1) == dataclasses.replace(heads[1], pen_chs=1)
+        for arm in (lin, small, wide):
             assert [b.shortcut for b in arm.spec.blocks] == [b.shortcut for b in stage.spec.blocks]
             assert [b.stride for b in arm.spec.blocks] == [b.stride for b in stage.spec.blocks]
             assert [b.mid_chs / b.in_chs for b in arm.spec.blocks] == pytest.approx(
                 [b.mid_chs / b.in_chs for b in stage.spec.blocks], rel=0.2)
         s = small.spec.meta["scale"]   # the staircase scaled: each stage keeps one width
         assert all(abs(x.out_chs - y.out_chs * s) <= 0.6 for x, y in zip(small.spec.blocks, stage.spec.blocks))
-        assert lin.spec.stem == stage.spec.stem == small.spec.stem
+        assert lin.spec.stem == stage.spec.stem == small.spec.stem == wide.spec.stem
     arms = {a.name: a for a in table2_arms(64)}
     assert len(arms) == 9
     for n in ("first_1x1_ratio_1_6", "ib_ratio_0.8", "chain_1_6_ib_0.8_silu"):
@@ -165,12 +173,36 @@ def test_zip_index_read_once_per_process_and_again_when_the_file_changes(tmp_pat
 
 
 @needs_cifar
-def test_mobilenetv2_linear_end_to_end(tmp_path):
+def test_mobilenetv2_linear_end_to_end_and_an_added_arm_extends_the_store(tmp_path, monkeypatch):
+    from rexnet.experiments import run as run_mod
+
     out = tmp_path / "mbv2"
-    run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    four = run_mod.arms_of("mobilenetv2_linear", ExperimentSettings(width=0.35))
+    # first without the fourth arm (how the committed store began), then with it: an added arm
+    # extends the store like more seeds do, the finished runs kept; a changed arm is refused
+    monkeypatch.setattr(run_mod, "arms_of", lambda name, s: four[:3])
+    first = run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    assert [c["b"] for c in first["comparisons"]] == ["stagewise", "stagewise_at_params"]
+    with Store(out / "search.db") as store:
+        finished = {t["key"]: t["finished"] for t in store.trials()}
+    assert len(finished) == 6
+    changed = dataclasses.replace(four[2], spec=four[1].spec)
+    monkeypatch.setattr(run_mod, "arms_of", lambda name, s: four[:2] + [changed])
+    with pytest.raises(ValueError, match="other settings .*--overwrite"):
+        run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    monkeypatch.undo()
+    r = run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    with Store(out / "search.db") as store:
+        rows = store.trials()
+    assert {t["key"]: t["finished"] for t in rows if t["kind"] != "linear_wide_head"} == finished
+    assert len(rows) == 8 and all(t["status"] == "done" for t in rows)
     r = _check_result(out)
-    assert abs(r["arms"]["linear"]["macs"] / r["arms"]["stagewise"]["macs"] - 1) <= 0.01
-    assert [c["b"] for c in r["comparisons"]] == ["stagewise", "stagewise_at_params"] and r["comparisons"][0]["main"]
+    a = r["arms"]
+    assert abs(a["linear"]["macs"] / a["stagewise"]["macs"] - 1) <= 0.01
+    assert abs(a["linear_wide_head"]["macs"] / a["stagewise"]["macs"] - 1) <= 0.01
+    assert abs(a["linear_wide_head"]["params"] / a["stagewise"]["params"] - 1) <= 0.03
+    assert [c["b"] for c in r["comparisons"]] == ["stagewise", "stagewise_at_params", "stagewise"]
+    assert r["comparisons"][0]["main"] and not any(c["main"] for c in r["comparisons"][1:])
     _check_comparisons(r)
 
 

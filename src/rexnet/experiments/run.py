@@ -101,6 +101,8 @@ def analyse(name: str, out: Path, s: ExperimentSettings, arms) -> dict[str, Any]
         return dict(base, **_search_result(out, trials, counts, s, arm_rec))
     comps = []
     for c in comparisons_of(name):
+        if c.a not in arm_rec or c.b not in arm_rec:   # an optional arm this setting cannot build
+            continue
         st = paired_stats(arm_rec[c.a]["accuracies"], arm_rec[c.b]["accuracies"])
         comps.append(dict(name=c.name, a=c.a, b=c.b, what=c.what, main=c.main,
                           expected=f"{c.a} > {c.b} (the paper's direction)",
