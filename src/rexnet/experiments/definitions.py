@@ -31,7 +31,7 @@ EXPERIMENTS = ("linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cp
 COMMON = dict(seed=0, val_subset=1000, test_images=None, batch_size=128, rank_images=0)
 DEFAULTS: dict[str, dict[str, Any]] = {
     "linear_vs_stagewise": dict(COMMON, preset="smoke", seeds=8, epochs=5, train_subset=4000),    # 16 runs
-    "mobilenetv2_linear": dict(COMMON, width=0.35, seeds=6, epochs=6, train_subset=4000),         # 18 runs
+    "mobilenetv2_linear": dict(COMMON, width=0.35, seeds=6, epochs=6, train_subset=4000),         # 24 runs
     "table2": dict(COMMON, out_chs=64, seeds=3, epochs=6, train_subset=4000),                     # 27 runs
     "search_cpu": dict(COMMON, preset="smoke", trials=40, seeds=1, epochs=4, train_subset=2500,  # 42 runs
                        rank_images=256),
