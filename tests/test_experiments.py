@@ -230,3 +230,14 @@ def test_search_cpu_end_to_end(tmp_path):
     assert all(0 < f["p"] <= 1 for f in r["family_test"]["families"])
     assert set(r["references"]["rank"]) == {"linear", "stagewise"}
     assert all(1 <= v["rank"] <= 5 for v in r["references"]["rank"].values())
+    # a second seed extends the search (each model's mean over two), the first seed's runs kept
+    with Store(out / "search.db") as store:
+        finished = {t["key"]: t["finished"] for t in store.trials()}
+    r2 = run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=2), trials=4, rank_images=0))
+    with Store(out / "search.db") as store:
+        rows = store.trials()
+    assert len(finished) == 6 and len(rows) == 12 and all(t["status"] == "done" for t in rows)
+    assert {t["key"]: t["finished"] for t in rows if t["repeat"] == 0} == finished
+    assert r2["n_seeds"] == 2 and r2["references"]["gap"]["n"] == 2
+    with pytest.raises(ValueError, match=r"repeats: 2 -> 1"):   # fewer seeds is another setting here
+        run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))

@@ -122,6 +122,18 @@ def test_store_reclaims_dead_workers_and_never_overwrites_results(tmp_path):
     store.init_protocol({"epochs": 2})
     with pytest.raises(StoreError, match="epochs"):
         store.init_protocol({"epochs": 3})
+    # work added without changing a finished trial is recorded: more repeats, arms added
+    fresh = Store(tmp_path / "ext.db")
+    fresh.init_protocol({"epochs": 2, "repeats": 1, "arms": {"a": "h1"}})
+    fresh.init_protocol({"epochs": 2, "repeats": 3, "arms": {"a": "h1", "b": "h2"}})
+    assert fresh.get_meta("protocol") == {"epochs": 2, "repeats": 3, "arms": {"a": "h1", "b": "h2"}}
+    for bad, what in (({"epochs": 2, "repeats": 2, "arms": {"a": "h1", "b": "h2"}}, "repeats"),       # fewer
+                      ({"epochs": 2, "repeats": 3, "arms": {"a": "h9", "b": "h2"}}, "arms"),          # changed
+                      ({"epochs": 2, "repeats": 3, "arms": {"b": "h2"}}, "arms"),                     # removed
+                      ({"epochs": 3, "repeats": 4, "arms": {"a": "h1", "b": "h2"}}, "epochs")):       # other
+        with pytest.raises(StoreError, match=what):
+            fresh.init_protocol(bad)
+    fresh.close()
 
 
 def _smoke(**kw):

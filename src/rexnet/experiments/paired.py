@@ -32,7 +32,7 @@ import numpy as np
 from ..search.runner import DB_NAME, SearchSettings, execute
 from ..search.space import Preset, SearchSpace, get_preset
 from ..search.stats import gap_interval, gap_verdict, t975
-from ..search.store import Store
+from ..search.store import Store, extends_protocol
 from ..spec import NetSpec
 
 __all__ = ["ExperimentSettings", "Arm", "default_data", "paired_stats", "seeds_needed", "check_budget_match",
@@ -182,7 +182,7 @@ def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: s
     with Store(db) as store:
         old = store.get_meta("protocol")
     new = json.loads(json.dumps(protocol, sort_keys=True))
-    if old is None or old == new or adds_arms(old, new):
+    if old is None or old == new or extends_protocol(old, new):   # more seeds or arms extend it
         return
     if overwrite:
         clear_outputs(out)
@@ -191,14 +191,6 @@ def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: s
     shown = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff)
     raise ValueError(f"{out} holds a {name} experiment made with other settings ({shown}); rerun with its "
                      f"settings to continue it, pass --overwrite to replace it, or choose another --out")
-
-
-def adds_arms(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """``new`` is ``old`` with arms added (every old arm kept with the same spec): it extends the
-    store like more seeds do, since no finished run's result changes."""
-    rest = lambda p: {k: v for k, v in p.items() if k != "arms"}  # noqa: E731
-    old_arms, new_arms = old.get("arms") or {}, new.get("arms") or {}
-    return rest(old) == rest(new) and all(new_arms.get(k) == h for k, h in old_arms.items())
 
 
 def _short(v: Any) -> str:
@@ -230,10 +222,7 @@ def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overw
     check_protocol(out, protocol, overwrite, name)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / DB_NAME)
-    old = store.get_meta("protocol")
-    if old is not None and adds_arms(old, json.loads(json.dumps(protocol, sort_keys=True))):
-        store.set_meta("protocol", protocol)   # arms added: recorded before any of their runs
-    store.init_protocol(protocol)
+    store.init_protocol(protocol)   # arms added: recorded before any of their runs
     rows = []
     for r in range(s.seeds):
         for arm in arms:   # seed-major: a stopped run leaves whole pairs

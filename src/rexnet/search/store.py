@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Store", "StoreError", "corrupt_message", "worker_id"]
+__all__ = ["Store", "StoreError", "corrupt_message", "extends_protocol", "worker_id"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,6 +74,17 @@ def _alive_here(worker: str | None) -> bool | None:
     return True
 
 
+def extends_protocol(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """``new`` only adds work to a store made with ``old``, changing no finished trial's
+    result: more ``repeats`` (repeat r always has seed ``seed + r``), or ``arms`` added with
+    every old arm's spec unchanged (an experiment's arms, name -> spec hash)."""
+    rest = lambda p: {k: v for k, v in p.items() if k not in ("arms", "repeats")}  # noqa: E731
+    if rest(old) != rest(new) or (new.get("repeats") or 0) < (old.get("repeats") or 0):
+        return False
+    old_arms, new_arms = old.get("arms") or {}, new.get("arms") or {}
+    return all(new_arms.get(k) == h for k, h in old_arms.items())
+
+
 class Store:
     def __init__(self, path: str | os.PathLike, stale_after: float = 300.0):
         self.path = Path(path)
@@ -125,13 +136,15 @@ class Store:
 
     def init_protocol(self, protocol: dict[str, Any]) -> None:
         """Record the training protocol; refuse a rerun that would change it (results
-        of different protocols must not be mixed in one search)."""
+        of different protocols must not be mixed in one search).  A protocol that only
+        adds work (:func:`extends_protocol`) is recorded in its place."""
+        protocol = json.loads(json.dumps(protocol, sort_keys=True))
         with self._tx():
             old = self.get_meta("protocol")
-            if old is None:
+            if old is None or (old != protocol and extends_protocol(old, protocol)):
                 self.set_meta("protocol", protocol)
                 return
-        if old != json.loads(json.dumps(protocol, sort_keys=True)):
+        if old != protocol:
             diff = sorted(k for k in set(old) | set(protocol) if old.get(k) != protocol.get(k))
             raise StoreError(f"{self.path} holds a search with a different protocol ({', '.join(diff)} "
                              f"differ: {[(k, old.get(k), protocol.get(k)) for k in diff]}); use another "
