@@ -239,5 +239,7 @@ def test_search_cpu_end_to_end(tmp_path):
     assert len(finished) == 6 and len(rows) == 12 and all(t["status"] == "done" for t in rows)
     assert {t["key"]: t["finished"] for t in rows if t["repeat"] == 0} == finished
     assert r2["n_seeds"] == 2 and r2["references"]["gap"]["n"] == 2
+    report = (out / "report.md").read_text()
+    assert "Linear - stage-wise, paired by seed: " in report and "[[" not in report   # one interval, bracketed once
     with pytest.raises(ValueError, match=r"repeats: 2 -> 1"):   # fewer seeds is another setting here
         run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))

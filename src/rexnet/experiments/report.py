@@ -188,6 +188,6 @@ def _search_section(r: dict[str, Any]) -> list[str]:
          markdown_table(["reference", "test top-1", "rank among samples", "percentile"],
                         [[k, v["acc_mean"], f"{v['rank']} of {v['of']}", v["percentile_among_samples"]]
                          for k, v in refs["rank"].items()]), "",
-         f"Linear - stage-wise, paired by seed: {_f(refs['gap']['diff_mean'])} [{_ci(refs['gap']['ci95'])}], "
+         f"Linear - stage-wise, paired by seed: {_f(refs['gap']['diff_mean'])} {_ci(refs['gap']['ci95'])}, "
          f"{refs['gap']['verdict']}.", ""]
     return L
