@@ -191,7 +191,7 @@ def test_mobilenetv2_linear_end_to_end_and_an_added_arm_extends_the_store(tmp_pa
     with pytest.raises(ValueError, match="other settings .*--overwrite"):
         run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
     monkeypatch.undo()
-    r = run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
     with Store(out / "search.db") as store:
         rows = store.trials()
     assert {t["key"]: t["finished"] for t in rows if t["kind"] != "linear_wide_head"} == finished

@@ -114,10 +114,8 @@ def mobilenetv2_pair(width: float) -> list[Arm]:
     matches both, with a start between half and all of MobileNetV2's first block width, which
     needs a smaller head than the 5,369 (x0.35: start 5, head 3,495)."""
     stage = _mbv2(width, name="mobilenetv2_stagewise")
-    target = complexity(stage)
     n, start = len(stage.blocks), float(stage.blocks[0].out_chs)
-    make = lambda inc: _mbv2(width, sch.linear(n, start, inc, span=n), "mobilenetv2_linear")  # noqa: E731
-    sol = solve_budget(make, target.macs, lo=0.0, hi=64.0 * stage.head.pen_chs, metric="macs")
+    sol = _line_at_macs(width, stage, start, "mobilenetv2_linear")
     inc, lin_params = sol.value, complexity(sol.spec).params
     spec = sol.spec.replace(meta={**sol.spec.meta, "schedule": "linear", "start": start, "increment": round(inc, 4),
                                   "rule": "start = MobileNetV2's first block width, increment solved to equal MACs"})
@@ -146,6 +144,14 @@ def mobilenetv2_pair(width: float) -> list[Arm]:
     return arms
 
 
+def _line_at_macs(width: float, stage: NetSpec, start: float, name: str, pen: int | None = None):
+    """Block widths ``c_i = start + i * inc / n`` with ``inc`` solved to ``stage``'s MACs (1%);
+    ``pen``: the head's 1x1 width (None: MobileNetV2's).  Returns the budget Solution."""
+    n = len(stage.blocks)
+    make = lambda inc: _mbv2(width, sch.linear(n, start, inc, span=n), name, pen=pen)  # noqa: E731
+    return solve_budget(make, complexity(stage).macs, lo=0.0, hi=64.0 * stage.head.pen_chs, metric="macs")
+
+
 def _line_at_macs_and_params(width: float, stage: NetSpec) -> NetSpec | None:
     """A line of block widths at MobileNetV2's MACs (1%) *and* params (3%): the line's start is
     free between half of MobileNetV2's first block width and all of it (narrower starts buy a
@@ -153,12 +159,10 @@ def _line_at_macs_and_params(width: float, stage: NetSpec) -> NetSpec | None:
     head's 1x1 widened until the params match; of the starts that reach both, the one with the
     narrowest head.  Its confounds are stated with it: a wider head and a thinner first block.
     None when no start reaches both (rounding can leave every start's MACs off by > 1%)."""
-    target, n = complexity(stage), len(stage.blocks)
+    target = complexity(stage)
 
     def line(start: float, pen: float) -> NetSpec:
-        make = lambda inc: _mbv2(width, sch.linear(n, start, inc, span=n), "mobilenetv2_linear_wide_head",  # noqa: E731
-                                 pen=round(pen))
-        sol = solve_budget(make, target.macs, lo=0.0, hi=64.0 * stage.head.pen_chs, metric="macs")
+        sol = _line_at_macs(width, stage, start, "mobilenetv2_linear_wide_head", pen=round(pen))
         return sol.spec.replace(meta={**sol.spec.meta, "increment": round(sol.value, 4)})
 
     best = None
