@@ -26,6 +26,11 @@ TEST_WORKERS ?= 2
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS)
 
+# Where CIFAR-10 is for `rexnet experiment` when --data is not given (the shared zip, when this
+# checkout sits beside it: the committed experiments recorded that path and continue with it).
+REXNET_CIFAR10 ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg.zip))
+export REXNET_CIFAR10
+
 # The demo's search uses the best real data available offline: the shared CIFAR-10 zip
 # when it is there, else CIFAR-10 downloaded, else Debian's dataset-fashion-mnist.
 DEMO_DATA ?= $(firstword $(wildcard ../shared/data/cifar10-jpeg.zip) auto)

@@ -19,7 +19,7 @@ import torch
 
 from rexnet.detection.bench import bench_detectors
 from rexnet.io import write_json
-from rexnet.report import format_table
+from rexnet.tables import format_table
 
 PAIRS = {
     "ssdlite320:rexnet_100": "tv:ssdlite320_mobilenet_v3_large",

@@ -22,8 +22,8 @@ import torch
 
 from rexnet import create_model
 from rexnet.bench.deploy import deploy_model
-from rexnet.bench.runner import build_entries, check_device, machine_info, parse_dtype, run_bench, write_results
-from rexnet.report import format_table
+from rexnet.bench.peers import build_entries, check_device, machine_info, parse_dtype, run_bench, write_results
+from rexnet.tables import format_table
 
 OURS = ("rexnet_100", "rexnet_130", "rexnet_150", "rexnet_200")
 PEERS = ("efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3")

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from rexnet.io import write_json
 from rexnet.search.report import analyze
-from rexnet.search.runner import SearchSettings, run_search, status
+from rexnet.search.run import SearchSettings, run_search
+from rexnet.trials import status
 
 
 def main() -> int:

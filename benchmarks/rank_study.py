@@ -65,21 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(REPO / "docs" / "rank_study"))
     p.add_argument("--networks", type=int, default=None, help="networks per block type (default: the study's 1000)")
-    p.add_argument("--workers", type=int, default=None, help="default: all CPU cores")
+    p.add_argument("--workers", type=int, default=None, help="default: the CPU cores this process may use")
     p.add_argument("--resume", action="store_true", help="keep finished networks (the timing then covers only the rest)")
     p.add_argument("--centered-networks", type=int, default=250,
                    help="also run the study with centred features at this many networks per block into "
                         "OUT/centered/ and compare in report.md (0: skip; not part of the timed study)")
     args = p.parse_args(argv)
 
+    from rexnet.cores import available_cores
     from rexnet.io import write_json
     from rexnet.rank.networks import StudyConfig
-    from rexnet.rank.render import write_outputs
+    from rexnet.rank.report import write_outputs
     from rexnet.rank.study import command_for, run_study
 
     cfg = StudyConfig() if args.networks is None else StudyConfig(networks=args.networks)
     out = Path(args.out)
-    workers = args.workers or os.cpu_count() or 1
+    workers = args.workers or available_cores()
     sampler = PeakSampler()
     sampler.start()
     t0 = time.perf_counter()

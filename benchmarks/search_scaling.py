@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 from rexnet.io import write_json
-from rexnet.search.runner import DB_NAME, SearchSettings, run_search
-from rexnet.search.store import Store
+from rexnet.search.run import SearchSettings, run_search
+from rexnet.trials import STORE_NAME, Store
 
 
 def timeline(out: Path, t0: float, t1: float, workers: int) -> dict:
     """Where the wall of one run went, from the store's start/finish times of its trials."""
-    with Store(out / DB_NAME) as store:
+    with Store(out / STORE_NAME) as store:
         done = store.trials("done")
     spans = sorted((t["started"], t["finished"]) for t in done)
     finishes = sorted(f for _, f in spans)
@@ -47,7 +47,7 @@ def timeline(out: Path, t0: float, t1: float, workers: int) -> dict:
 def eval_batches(sizes: list[int], seconds: float = 3.0) -> dict[str, float]:
     """Images per CPU-second of the full-test evaluation's forward pass (the smoke preset's
     linear reference in deploy form, channels_last, one thread) at each batch size,
-    twice in turns: what ``rexnet.search.runner.TEST_BATCH`` was chosen from."""
+    twice in turns: what ``rexnet.trials.trial.TEST_BATCH`` was chosen from."""
     import torch
 
     from rexnet.bench.deploy import deploy_model

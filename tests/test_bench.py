@@ -11,7 +11,7 @@ from rexnet import create_model, save_weights
 from rexnet.bench import export as export_mod
 from rexnet.bench.cli import add_bench_commands
 from rexnet.bench.export import ExportError, export_model, load_exported
-from rexnet.bench.runner import PEERS, Entry, build_entries, check_device, parse_compare, parse_dtype, run_bench
+from rexnet.bench.peers import PEERS, Entry, build_entries, check_device, parse_compare, parse_dtype, run_bench
 from rexnet.bench.timing import latency_stats, time_interleaved
 from test_deploy import _one_thread, randomize_bn  # noqa: F401  (_one_thread: an autouse fixture)
 

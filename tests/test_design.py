@@ -8,7 +8,8 @@ import torch
 from rexnet.budget import BudgetError
 from rexnet.cli import main
 from rexnet.complexity import complexity
-from rexnet.design import M_LO, Family, Targets, get_family, parse_count, solve_design, _shape_widths
+from rexnet.design import M_LO, Family, Targets, get_family, parse_count, solve_design
+from rexnet.design.families import _shape_widths
 from rexnet.models.resolve import create_model, resolve_spec
 from rexnet.models.zoo import model_spec, rexnet_spec
 from rexnet.spec import NetSpec

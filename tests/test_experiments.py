@@ -16,11 +16,13 @@ import torch
 from rexnet.experiments import ExperimentSettings, paired_stats, seeds_needed
 from rexnet.experiments.definitions import mobilenetv2_pair, table2_arms
 from rexnet.experiments.run import run_experiment
-from rexnet.search.runner import SearchSettings, prepare
-from rexnet.search.stats import analyze_search
-from rexnet.search.store import Store
+from rexnet.search.experiments import catalogue
+from rexnet.search.run import SearchSettings, prepare
+from rexnet.search.analysis import analyze_search
+from rexnet.trials import Store
 from train_helpers import CIFAR_ZIP, needs_cifar
 
+CATALOGUE = catalogue()
 T975 = {1: 12.706204736174707, 2: 4.302652729749464}   # Student t 97.5% quantiles (tables)
 # in_process: the runs one after another in the test's process (no interpreter start, imports and
 # zip index per run: 2-3 CPU-s a run instead of 9-10); the child-process path is exercised below
@@ -116,15 +118,15 @@ def test_arms_match_their_budgets():
 @needs_cifar
 def test_linear_vs_stagewise_pilot_resume_and_refusal(tmp_path, capsys):
     out = tmp_path / "exp"
-    pilot = run_experiment("linear_vs_stagewise", out, ExperimentSettings(**TINY), pilot=True)
+    pilot = run_experiment(CATALOGUE["linear_vs_stagewise"], out, ExperimentSettings(**TINY), pilot=True)
     assert (out / "pilot.json").is_file() and "seeds_needed" in pilot["pilot"]
     with Store(out / "search.db") as store:
         finished = {t["key"]: t["finished"] for t in store.trials()}
     assert len(finished) == 4
-    r = run_experiment("linear_vs_stagewise", out, ExperimentSettings(**TINY))   # the pilot's runs are the runs
+    r = run_experiment(CATALOGUE["linear_vs_stagewise"], out, ExperimentSettings(**TINY))   # the pilot's runs are the runs
     with Store(out / "search.db") as store:
         assert {t["key"]: t["finished"] for t in store.trials()} == finished
-        loaded = dict(dir=str(out), name="x", preset=store.get_meta("preset"), counts=store.counts(),
+        loaded = dict(dir=str(out), name="x", preset=store.get_meta("plan"), counts=store.counts(),
                       trials=store.trials())
     res = _check_result(out)
     a = res["arms"]
@@ -141,7 +143,7 @@ def test_linear_vs_stagewise_pilot_resume_and_refusal(tmp_path, capsys):
     assert "other settings (epochs: 1 -> 2)" in err and "--overwrite" in err and "Traceback" not in err
     # a third seed extends it, its runs in child processes (the default path); the first four are kept
     threads = torch.get_num_threads()
-    run_experiment("linear_vs_stagewise", out, ExperimentSettings(**dict(TINY, seeds=3, in_process=False)))
+    run_experiment(CATALOGUE["linear_vs_stagewise"], out, ExperimentSettings(**dict(TINY, seeds=3, in_process=False)))
     assert torch.get_num_threads() == threads
     with Store(out / "search.db") as store:
         rows = store.trials()
@@ -173,25 +175,23 @@ def test_zip_index_read_once_per_process_and_again_when_the_file_changes(tmp_pat
 
 
 @needs_cifar
-def test_mobilenetv2_linear_end_to_end_and_an_added_arm_extends_the_store(tmp_path, monkeypatch):
-    from rexnet.experiments import run as run_mod
-
+def test_mobilenetv2_linear_end_to_end_and_an_added_arm_extends_the_store(tmp_path):
+    exp = CATALOGUE["mobilenetv2_linear"]
     out = tmp_path / "mbv2"
-    four = run_mod.arms_of("mobilenetv2_linear", ExperimentSettings(width=0.35))
+    four = exp.arms(ExperimentSettings(width=0.35))
     # first without the fourth arm (how the committed store began), then with it: an added arm
     # extends the store like more seeds do, the finished runs kept; a changed arm is refused
-    monkeypatch.setattr(run_mod, "arms_of", lambda name, s: four[:3])
-    first = run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+    first = run_experiment(dataclasses.replace(exp, arms=lambda s: four[:3]), out,
+                           ExperimentSettings(**TINY, width=0.35))
     assert [c["b"] for c in first["comparisons"]] == ["stagewise", "stagewise_at_params"]
     with Store(out / "search.db") as store:
         finished = {t["key"]: t["finished"] for t in store.trials()}
     assert len(finished) == 6
     changed = dataclasses.replace(four[2], spec=four[1].spec)
-    monkeypatch.setattr(run_mod, "arms_of", lambda name, s: four[:2] + [changed])
     with pytest.raises(ValueError, match="other settings .*--overwrite"):
-        run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
-    monkeypatch.undo()
-    run_experiment("mobilenetv2_linear", out, ExperimentSettings(**TINY, width=0.35))
+        run_experiment(dataclasses.replace(exp, arms=lambda s: four[:2] + [changed]), out,
+                       ExperimentSettings(**TINY, width=0.35))
+    run_experiment(exp, out, ExperimentSettings(**TINY, width=0.35))
     with Store(out / "search.db") as store:
         rows = store.trials()
     assert {t["key"]: t["finished"] for t in rows if t["kind"] != "linear_wide_head"} == finished
@@ -222,7 +222,7 @@ def test_table2_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_search_cpu_end_to_end(tmp_path):
     out = tmp_path / "search"
-    r = run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))
+    r = run_experiment(CATALOGUE["search_cpu"], out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))
     saved = json.loads((out / "result.json").read_text())
     assert all(k in saved for k in FIELDS) and r["n_samples"] == 4 and r["top_group"] == 1
     assert {f["family"] for f in r["family_test"]["families"]} <= {"linear", "piecewise", "staircase", "convex",
@@ -233,7 +233,7 @@ def test_search_cpu_end_to_end(tmp_path):
     # a second seed extends the search (each model's mean over two), the first seed's runs kept
     with Store(out / "search.db") as store:
         finished = {t["key"]: t["finished"] for t in store.trials()}
-    r2 = run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=2), trials=4, rank_images=0))
+    r2 = run_experiment(CATALOGUE["search_cpu"], out, ExperimentSettings(**dict(TINY, seeds=2), trials=4, rank_images=0))
     with Store(out / "search.db") as store:
         rows = store.trials()
     assert len(finished) == 6 and len(rows) == 12 and all(t["status"] == "done" for t in rows)
@@ -242,4 +242,4 @@ def test_search_cpu_end_to_end(tmp_path):
     report = (out / "report.md").read_text()
     assert "Linear - stage-wise, paired by seed: " in report and "[[" not in report   # one interval, bracketed once
     with pytest.raises(ValueError, match=r"repeats: 2 -> 1"):   # fewer seeds is another setting here
-        run_experiment("search_cpu", out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))
+        run_experiment(CATALOGUE["search_cpu"], out, ExperimentSettings(**dict(TINY, seeds=1), trials=4, rank_images=0))

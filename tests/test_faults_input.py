@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from rexnet.cli import build_parser, main
 from rexnet.flags import add_bool_flag, add_dataclass_flags, dataclass_overrides, field_comments
 from rexnet.models.weights import CheckpointError, read_state_dict
-from rexnet.train.data import (DataError, ImageTree, IndexedDataset, available_cores, balanced_subset,
+from rexnet.cores import available_cores
+from rexnet.train.data import (DataError, ImageTree, IndexedDataset, balanced_subset,
                                build_dataset, build_transforms, resolve_workers)
 from rexnet.train.recipe import Recipe
 from train_helpers import HYMENOPTERA, needs_hymenoptera, tiny_spec_file

@@ -17,8 +17,8 @@ import pytest
 from PIL import Image
 
 from rexnet.cli import main
-from rexnet.search.runner import SearchSettings, prepare, status
-from rexnet.search.store import Store
+from rexnet.search.run import SearchSettings, prepare
+from rexnet.trials import Store, status
 from train_helpers import CIFAR_ZIP, needs_cifar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -199,7 +199,7 @@ def test_two_processes_unpack_fashion_mnist_at_once_and_both_read_it(tmp_path):
 
 def test_the_demo_exits_non_zero_when_a_search_trial_failed(tmp_path, monkeypatch, capsys):
     import rexnet.search.report as report
-    import rexnet.search.runner as runner
+    import rexnet.search.run as runner
 
     monkeypatch.setattr(runner, "run_search", lambda out, s: {"pending": 0, "running": 0, "done": 19, "failed": 1})
     monkeypatch.setattr(report, "analyze", lambda dirs, out: {"report": str(Path(out) / "report.md")})

@@ -22,7 +22,7 @@ from rexnet.rank import results as R
 from rexnet.rank import study as S
 from rexnet.rank.audit import audit, audit_model
 from rexnet.rank.cli import add_rank_commands
-from rexnet.rank.render import write_outputs
+from rexnet.rank.report import write_outputs
 from rexnet.rank.results import load_results, observations
 from rexnet.rank.study import command_for
 
@@ -252,7 +252,7 @@ def test_resume_after_interruption_recomputes_nothing_finished(tmp_path, monkeyp
 
     calls.clear()
     assert S.run_study(cfg, out, workers=1, progress=False).computed == 0 and not calls
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"holds a rank study made with other settings \(seed: 0 -> 3\): .*--fresh"):
         S.run_study(N.StudyConfig(**{**TINY, "seed": 3}), out, workers=1, progress=False)
     bigger = S.run_study(N.StudyConfig(**{**TINY, "networks": 8}), out, workers=1, progress=False)
     assert (bigger.computed, bigger.reused) == (6, 18)

@@ -16,7 +16,8 @@ from rexnet.io import write_json, write_text
 from rexnet.rank import networks as N
 from rexnet.rank import results as R
 from rexnet.rank import study as S
-from rexnet.rank.render import write_report
+from rexnet.rank.report import write_report
+from rexnet.stats import mean_ci
 
 BLOCKS = ("conv1x1", "conv3x3", "ib3x3", "ibdw")
 ACTS = ("identity", "relu", "silu")
@@ -91,7 +92,7 @@ def test_the_comparison_is_paired_per_network():
     assert o["verdict"] == "holds"
     nl, idx = res.a(res.nonlinear()), res.acts.index("identity")
     gain = {b: (res.m(b, "effective")[:, nl] - res.m(b, "effective")[:, [idx]]).mean(axis=1) for b in BLOCKS}
-    unpaired = np.hypot(R.mean_ci(gain["conv1x1"])[1], R.mean_ci(gain["ib3x3"])[1])
+    unpaired = np.hypot(mean_ci(gain["conv1x1"])[1], mean_ci(gain["ib3x3"])[1])
     pair = next(p for p in o["pairs"] if (p["a"], p["b"]) == ("conv1x1", "ib3x3"))
     assert pair["pooled"]["ci"] < unpaired / 5 and unpaired > pair["pooled"]["est"]
 

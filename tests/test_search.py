@@ -11,9 +11,9 @@ import torch
 
 from rexnet.budget import BudgetError
 from rexnet.complexity import complexity
-from rexnet.search.runner import SearchSettings, run_search, status
+from rexnet.search.run import SearchSettings, run_search
 from rexnet.search.space import PRESETS, SearchSpace, get_preset, stage_repeats
-from rexnet.search.store import Store, StoreError
+from rexnet.trials import Store, StoreError, status
 from train_helpers import CIFAR_ZIP, needs_cifar
 
 SMOKE = PRESETS["smoke"].space
@@ -207,14 +207,14 @@ def test_trial_scores_its_best_weights_on_the_whole_test_set(tmp_path):
     images and the raw and width-normalised nuclear norms of its final features."""
     from rexnet.alloc import loaded
     from rexnet.models.zoo import cifar_stride_plan, rexnet_spec
-    from rexnet.search.runner import run_trial
+    from rexnet.trials import run_trial
 
     s = _smoke(train_subset=40, val_subset=20, batch_size=20, rank_images=16)
     spec = cifar_stride_plan(rexnet_spec("smoke_tiny", multiplier=0.1, depth_multiplier=0.2, num_classes=10))
     trial = dict(key="tiny-r0", seed=0, spec=spec.to_json())
     threads = torch.get_num_threads()
     try:
-        r = run_trial(trial, str(tmp_path), s.resolved(), s, threads=1)   # as a trial process runs it
+        r = run_trial(trial, str(tmp_path), s.plan(), threads=1)   # as a trial process runs it
     finally:
         torch.set_num_threads(threads)
     assert (r["train_images"], r["val_images"], r["test_images"]) == (40, 20, 10000)

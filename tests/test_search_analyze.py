@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from rexnet.cli import main
-from rexnet.search import stats
+from rexnet import stats
+from rexnet.search import analysis
 from rexnet.search.report import analyze
 from rexnet.search.space import PRESETS
-from rexnet.search.store import Store
+from rexnet.trials import Store
 
 SMOKE_DB = Path(__file__).resolve().parents[1] / "docs" / "search" / "smoke" / "search.db"
 
@@ -215,10 +216,10 @@ MOBILENETV2 = [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160
 def test_shape_stats_separate_hand_made_shapes():
     d = len(MOBILENETV2)
     x = np.linspace(0, 1, d)
-    line = stats.shape_stats([16 + 19 * i for i in range(d)])
-    stair = stats.shape_stats(MOBILENETV2)
-    convex = stats.shape_stats(np.round(16 + 304 * x ** 2))
-    concave = stats.shape_stats(np.round(16 + 304 * np.sqrt(x)))
+    line = analysis.shape_stats([16 + 19 * i for i in range(d)])
+    stair = analysis.shape_stats(MOBILENETV2)
+    convex = analysis.shape_stats(np.round(16 + 304 * x ** 2))
+    concave = analysis.shape_stats(np.round(16 + 304 * np.sqrt(x)))
     assert line["chord_area"] == pytest.approx(0, abs=1e-12) and line["flat_share"] == 0
     assert line["max_step_share"] == pytest.approx(1 / (d - 1)) and line["r2"] == pytest.approx(1)
     # the staircase: its largest step (160 -> 320) is 160 of 304 channels, 10 of 16 steps are flat
@@ -227,10 +228,10 @@ def test_shape_stats_separate_hand_made_shapes():
     # x² lies below its chord by 1/6 of the unit square (trapezoid rule and rounding: within 0.01)
     assert convex["chord_area"] == pytest.approx(-1 / 6, abs=0.01) and convex["flat_share"] == 0
     assert concave["chord_area"] > 0.1
-    flat = stats.shape_stats([20] * 5)
+    flat = analysis.shape_stats([20] * 5)
     assert flat == dict(chord_area=0.0, max_step_share=0.0, flat_share=1.0, r2=1.0)
     with pytest.raises(ValueError, match="at least two widths"):
-        stats.shape_stats([16])
+        analysis.shape_stats([16])
 
 
 def _ranked(n: int) -> list[dict]:
@@ -238,36 +239,36 @@ def _ranked(n: int) -> list[dict]:
 
 
 def test_group_rule_middle_is_top_50_to_60_percent():
-    g = stats.split_groups(_ranked(20))   # k = 2; accuracy i, so rank r from the top has accuracy 20 - r
+    g = analysis.split_groups(_ranked(20))   # k = 2; accuracy i, so rank r from the top has accuracy 20 - r
     assert [s["acc_mean"] for s in g["top"]] == [19, 18]
     assert [s["acc_mean"] for s in g["middle"]] == [9, 8]        # ranks 11 and 12 of 20 from the top
     assert [s["acc_mean"] for s in g["bottom"]] == [1, 0]
-    g = stats.split_groups(_ranked(100))  # the paper's 100 models: ranks 51-60 from the top
+    g = analysis.split_groups(_ranked(100))  # the paper's 100 models: ranks 51-60 from the top
     assert [s["acc_mean"] for s in g["middle"]] == list(range(49, 39, -1))
     tied = _ranked(20)
     tied[9]["acc_mean"] = tied[8]["acc_mean"] = 8.5                 # ties broken by spec hash, higher first
-    assert [s["spec_hash"] for s in stats.split_groups(tied)["middle"]] == ["h009", "h008"]
-    assert stats.split_groups([]) == dict(top=[], middle=[], bottom=[])
+    assert [s["spec_hash"] for s in analysis.split_groups(tied)["middle"]] == ["h009", "h008"]
+    assert analysis.split_groups([]) == dict(top=[], middle=[], bottom=[])
 
 
 def test_permutation_test_small_p_for_separated_group_large_for_random():
     v = np.arange(100, dtype=float)
     top = list(range(90, 100))
     centred = [0, 99]                                               # mean 49.5 = the sample mean
-    p_top = stats.permutation_pvalues(v, top)
-    assert p_top[0] == pytest.approx(1 / (1 + stats.PERMUTATIONS))  # no random 10-subset is as extreme
-    assert stats.permutation_pvalues(v, centred)[0] == 1.0
+    p_top = stats.subset_mean_pvalues(v, top)
+    assert p_top[0] == pytest.approx(1 / (1 + analysis.PERMUTATIONS))  # no random 10-subset is as extreme
+    assert stats.subset_mean_pvalues(v, centred)[0] == 1.0
     # random groups: p is about uniform, so rarely small (calibration over 300 groups)
     rng = np.random.default_rng(3)
-    p_rnd = np.array([stats.permutation_pvalues(v, rng.choice(100, 10, replace=False), n_perm=1000, seed=i)[0]
+    p_rnd = np.array([stats.subset_mean_pvalues(v, rng.choice(100, 10, replace=False), n_perm=1000, seed=i)[0]
                       for i in range(300)])
     assert 0.02 < np.mean(p_rnd < 0.05) < 0.09 and 0.4 < np.median(p_rnd) < 0.6
     # columns are tested together, and a fixed seed makes it repeatable
-    both = stats.permutation_pvalues(np.column_stack([v, -v]), top)
+    both = stats.subset_mean_pvalues(np.column_stack([v, -v]), top)
     assert both.tolist() == [p_top[0], p_top[0]]
-    assert stats.permutation_pvalues(v, [3, 50, 77])[0] == stats.permutation_pvalues(v, [3, 50, 77])[0]
+    assert stats.subset_mean_pvalues(v, [3, 50, 77])[0] == stats.subset_mean_pvalues(v, [3, 50, 77])[0]
     with pytest.raises(ValueError, match="members"):
-        stats.permutation_pvalues(v, [])
+        stats.subset_mean_pvalues(v, [])
 
 
 def _two_way_table(n_spec=30, seed_offsets=(-2.0, 1.5, 0.3, 0.2), noise=0.1, rng_seed=0):
@@ -280,7 +281,7 @@ def _two_way_table(n_spec=30, seed_offsets=(-2.0, 1.5, 0.3, 0.2), noise=0.1, rng
 def test_two_way_noise_recovers_a_known_seed_effect():
     offsets = np.array([-2.0, 1.5, 0.3, 0.2])
     table, y = _two_way_table(seed_offsets=offsets)
-    two, one = stats.two_way_noise(table), stats.one_way_noise(table)
+    two, one = analysis.two_way_noise(table), analysis.one_way_noise(table)
     # residual SD against an independent least-squares fit of spec and seed dummies
     i, j = np.indices(y.shape)
     design = np.column_stack([np.eye(y.shape[0])[i.ravel()], np.eye(y.shape[1])[j.ravel()][:, 1:]])
@@ -298,10 +299,10 @@ def test_two_way_noise_recovers_a_known_seed_effect():
     # missing repeats: the two-way model keeps the complete specs and says how many it left out
     del table["s0"][3], table["s1"][2]
     table["extra"] = {0: 60.0, 7: 61.0}
-    two = stats.two_way_noise(table)
+    two = analysis.two_way_noise(table)
     # the largest complete block: 28 specs x seeds 0-3 (112 cells) beats 29 x 3 and 30 x 2
     assert two["specs"] == 28 and two["seeds"] == [0, 1, 2, 3] and two["dropped_specs"] == 3
-    assert stats.two_way_noise({"a": {0: 1.0}, "b": {1: 2.0}}) is None
+    assert analysis.two_way_noise({"a": {0: 1.0}, "b": {1: 2.0}}) is None
 
 
 def test_partial_correlation_removes_a_width_artefact():
@@ -315,8 +316,8 @@ def test_partial_correlation_removes_a_width_artefact():
                    nuclear_norm=float(1 - w / 400 + rng.normal(0, 0.002)),  # a pure function of width
                    nuclear_norm_raw=float(0.5 * w + 5 * zz))              # width and the signal
               for a, w, p, zz in zip(acc, width, params, z)]
-    norm = stats.nuclear_correlations(points, "nuclear_norm")
-    raw = stats.nuclear_correlations(points, "nuclear_norm_raw")
+    norm = analysis.nuclear_correlations(points, "nuclear_norm")
+    raw = analysis.nuclear_correlations(points, "nuclear_norm_raw")
     assert norm["pearson"] < -0.7 and norm["spearman_vs_width"] < -0.95   # strong, and all width
     assert abs(norm["partial_pearson"]) < 0.25   # a null correlation: SE 1/sqrt(197) = 0.07
     assert raw["partial_pearson"] > 0.9 and raw["partial_spearman"] > 0.8
@@ -325,7 +326,7 @@ def test_partial_correlation_removes_a_width_artefact():
     x, y, c = np.array([p["nuclear_norm_raw"] for p in points]), acc, width
     expect = (r(x, y) - r(x, c) * r(y, c)) / np.sqrt((1 - r(x, c) ** 2) * (1 - r(y, c) ** 2))
     assert stats.partial_corr(x, y, [c]) == pytest.approx(expect, abs=1e-9)
-    missing = stats.nuclear_correlations([dict(p, nuclear_norm_raw=None) for p in points], "nuclear_norm_raw")
+    missing = analysis.nuclear_correlations([dict(p, nuclear_norm_raw=None) for p in points], "nuclear_norm_raw")
     assert not missing["available"] and "predates" in missing["reason"]
 
 
@@ -335,14 +336,14 @@ def test_gap_interval_and_verdict():
     g = stats.gap_interval(a, b)
     half = stats.t975(2) * 0.5 / np.sqrt(3)
     assert g["method"] == "paired by seed" and g["mean"] == pytest.approx(2.0)
-    assert g["ci95"] == pytest.approx([2 - half, 2 + half]) and stats.gap_verdict(g["ci95"]) == "holds"
-    assert stats.gap_verdict(stats.gap_interval(b, a)["ci95"]) == "contradicted"
+    assert g["ci95"] == pytest.approx([2 - half, 2 + half]) and stats.interval_verdict(g["ci95"]) == "holds"
+    assert stats.interval_verdict(stats.gap_interval(b, a)["ci95"]) == "contradicted"
     w = stats.gap_interval({0: 70.0, 1: 72.0}, {2: 69.0, 3: 73.0})    # different seeds: Welch
     assert w["method"] == "welch" and w["df"] == pytest.approx(1.471, abs=1e-3)   # Welch-Satterthwaite df
-    assert stats.gap_verdict(w["ci95"]) == "inconclusive"
+    assert stats.interval_verdict(w["ci95"]) == "inconclusive"
     p = stats.gap_interval({0: 70.0}, {0: 68.0}, fallback_sd=1.0, fallback_df=10)
     assert p["method"] == "pooled noise" and p["se"] == pytest.approx(np.sqrt(2))
-    assert stats.gap_interval({0: 70.0}, {0: 68.0})["ci95"] is None and stats.gap_verdict(None) == "inconclusive"
+    assert stats.gap_interval({0: 70.0}, {0: 68.0})["ci95"] is None and stats.interval_verdict(None) == "inconclusive"
 
 
 # -- whole analyses ------------------------------------------------------------------------
@@ -351,7 +352,7 @@ def _family(c) -> str:
         return c.kind
     if list(c.widths) in LINEAR_BEST:
         return "linear"
-    return "staircase" if stats.shape_stats(c.widths)["flat_share"] > 0.3 else "piecewise"
+    return "staircase" if analysis.shape_stats(c.widths)["flat_share"] > 0.3 else "piecewise"
 
 
 def test_new_store_test_top1_families_raw_norm_and_incomplete_repeats(tmp_path):
@@ -368,11 +369,11 @@ def test_new_store_test_top1_families_raw_norm_and_incomplete_repeats(tmp_path):
     fam = {r["family"]: r for r in a["families"]["rows"]}
     assert a["families"]["known"] and sum(r["sampled"] for r in fam.values()) == 20
     assert fam["linear"]["sampled"] == 2 and fam["linear"]["top"] == 2
-    assert all(sum(r[g] for r in fam.values()) == a["group_size"] for g in stats.GROUPS)
+    assert all(sum(r[g] for r in fam.values()) == a["group_size"] for g in analysis.GROUPS)
     assert fam["staircase"]["shape"]["flat_share"] > fam["piecewise"]["shape"]["flat_share"]
     sh = a["shapes"]
     assert sh["top"]["mean"]["r2"] == pytest.approx(1.0) and sh["top"]["mean"]["flat_share"] == 0
-    assert set(sh["top"]["p"]) == set(stats.SHAPE_STATS) | {"params"}
+    assert set(sh["top"]["p"]) == set(analysis.SHAPE_STATS) | {"params"}
 
     two = a["noise"]["two_way"]
     assert two["available"] and two["specs"] == len(cands) - 1 and two["dropped_specs"] == 1

@@ -152,7 +152,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_resume_refuses_changed_settings(tmp_path):
     out = tmp_path / "run"
     train(cifar_recipe(tmp_path, train_subset=140, val_subset=20), out)
-    with pytest.raises(ValueError, match=r"cannot resume.*batch_size: 32 -> 64"):
+    with pytest.raises(ValueError, match=r"holds a run made with other settings \(batch_size: 32 -> 64\).*--overwrite"):
         train(cifar_recipe(tmp_path, train_subset=140, val_subset=20, batch_size=64), out, resume=True)
 
 

@@ -2,9 +2,9 @@
 
 CPU training here allocates and frees many short-lived tensors per step; glibc's
 malloc returns that memory to the kernel and takes it back again (system time),
-tcmalloc keeps it in per-thread caches.  Issue 12 measured 1.20x on a bare CPU
-training loop with Debian's ``libtcmalloc-minimal4`` (205 against 168 img/s);
-``benchmarks/tcmalloc_speed.py`` measures ``rexnet train`` side by side.
+tcmalloc keeps it in per-thread caches, which makes a CPU training loop faster
+(``benchmarks/tcmalloc_speed.py`` measures ``rexnet train`` side by side; the README
+gives the figures).
 
 An allocator has to be in place before the interpreter's first ``malloc``, so it
 cannot be switched on from inside a running process: the commands that train
@@ -33,10 +33,10 @@ ENV = "REXNET_TCMALLOC"             # "0"/"off"/"false"/"no": off; a path: that 
 MARKER = "REXNET_TCMALLOC_REEXEC"   # set in the re-executed process, so it never re-executes again
 OFF_VALUES = ("0", "off", "false", "no")
 # (command, subcommand) pairs that train; the subcommand is None for top-level commands
-# Not `detect train`: with variable image sizes tcmalloc grew a Faster R-CNN training process to
-# 9.2 GiB RSS in one epoch and 13.0 GiB in two, against 2.3 GiB with glibc's malloc (COCO128, 224 px).
+# Not `detect train`: with variable image sizes tcmalloc keeps growing a detector's training
+# process (several times the memory glibc's malloc needs, still growing after an epoch).
 TRAINING_COMMANDS = frozenset({("train", None), ("rank-verify", None), ("search", "run")})
-# Debian/Ubuntu's libtcmalloc-minimal4 first (what the issue measured), then the full gperftools one
+# Debian/Ubuntu's libtcmalloc-minimal4 first (the one benchmarked), then the full gperftools one
 _NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so")
 
 

@@ -14,12 +14,15 @@ import csv
 import io as _io
 import json
 import os
+import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 __all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_csv", "append_jsonl",
-           "read_jsonl", "markdown_table", "pyplot", "save_figure"]
+           "read_jsonl", "markdown_table", "pyplot", "save_figure", "check_writable", "check_writable_file",
+           "refuse_existing", "changed_settings", "describe_changes", "refuse_other_settings"]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -139,3 +142,87 @@ def save_figure(fig, path: str | os.PathLike, **kwargs: Any) -> Path:
         fig.savefig(tmp, **kwargs)
     pyplot().close(fig)
     return Path(path)
+
+
+# -- output locations ----------------------------------------------------------------------
+def _why_unwritable(folder: Path, err: OSError) -> str:
+    """The reason in words: a plain file where a folder must be, else the system's own words."""
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            return f"{parent} is a file, not a folder" if not parent.is_dir() else (err.strerror or str(err))
+    return err.strerror or str(err)
+
+
+def check_writable(folder: str | os.PathLike, target: str | os.PathLike | None = None) -> Path:
+    """Create ``folder`` if needed and write (then remove) a temporary file in it.
+
+    Every command that writes calls this before any work, so a read-only folder or a
+    path under a plain file fails in one line (a ``ValueError`` naming ``target``,
+    default ``folder``) instead of as a traceback after minutes of training or evaluation.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".rexnet-write-check-", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as e:
+        raise ValueError(f"cannot write to {target or folder}: {_why_unwritable(folder, e)}; choose another "
+                         f"output location") from None
+    return folder
+
+
+def check_writable_file(path: str | os.PathLike) -> Path:
+    """:func:`check_writable` for a file's folder; also refuses a path that is a folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write to {path}: it is a folder; give a file path")
+    check_writable(path.parent, path)
+    return path
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool, hint: str = "") -> None:
+    """Refuse to replace files that exist unless ``overwrite`` (the ``--overwrite`` flag) says so.
+
+    ``hint`` is what else the user may do (e.g. "--resume to continue it"); the message
+    names the files found and ``--overwrite``.
+    """
+    found = [Path(p) for p in paths if Path(p).exists()]
+    if found and not overwrite:
+        names = ", ".join(str(p) for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise ValueError(f"{names} already exist{'s' if len(found) == 1 else ''}: "
+                         f"{hint + ', ' if hint else ''}pass --overwrite to replace "
+                         f"{'it' if len(found) == 1 else 'them'}, or choose another --out")
+
+
+# -- run folders ---------------------------------------------------------------------------
+def changed_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every key whose value differs (a key only one side has counts)."""
+    return {k: (old.get(k), new.get(k)) for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)}
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]] | Sequence[str]) -> str:
+    """``key: old -> new, ...`` (or the names given, when only the names are known)."""
+    if isinstance(changes, Mapping):
+        return ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
+    return ", ".join(changes)
+
+
+def refuse_other_settings(out: str | os.PathLike, what: str,
+                          changes: Mapping[str, tuple[Any, Any]] | Sequence[str], *,
+                          to_continue: str = "rerun with its settings to continue it",
+                          replace_flag: str | None = "--overwrite", error: type[Exception] = ValueError) -> None:
+    """The one rule for a folder that holds earlier work: made with other settings, it is
+    refused (``ValueError``, one line naming what changed and the remedies) unless the
+    caller was told to replace it; with no changes this returns and the work continues.
+    ``replace_flag`` None: the command cannot replace it (only another --out can); ``error``
+    is the exception raised (a ``ValueError`` subclass where callers catch one)."""
+    if changes:
+        replace = f"pass {replace_flag} to replace it, or " if replace_flag else "or "
+        raise error(f"{out} holds a {what} made with other settings ({describe_changes(changes)}): "
+                    f"{to_continue}, {replace}choose another --out")

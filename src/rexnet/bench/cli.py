@@ -30,16 +30,16 @@ def _input_size(text: str) -> int | None:
     return int(text)
 
 
-# what `rexnet bench` writes into --out (rexnet.bench.runner.write_results)
+# what `rexnet bench` writes into --out (rexnet.bench.peers.write_results)
 BENCH_FILES = ("bench.csv", "bench.json", "bench.png")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from ..report import format_table
-    from ..train.checkpoint import check_writable, refuse_existing
-    from .runner import TABLE_COLUMNS, build_entries, check_device, machine_info, parse_compare, parse_dtype, \
+    from ..tables import format_table
+    from ..io import check_writable, refuse_existing
+    from .peers import TABLE_COLUMNS, build_entries, check_device, machine_info, parse_compare, parse_dtype, \
         run_bench, write_results
 
     device, dtype = check_device(args.device), parse_dtype(args.dtype)
@@ -81,7 +81,7 @@ def _export_model(name: str, weights: str | None):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable_file, refuse_existing
+    from ..io import check_writable_file, refuse_existing
     from .export import EXPORT_FORMATS, ExportError, export_model, exported_format
 
     fmt = args.format or exported_format(args.out)
@@ -106,7 +106,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_bench_commands(subparsers: "argparse._SubParsersAction") -> None:
     """Add ``bench`` and ``export`` to the ``rexnet`` command's subparsers."""
-    from .runner import DEVICES, DTYPES, PEERS
+    from .peers import DEVICES, DTYPES, PEERS
 
     b = subparsers.add_parser(
         "bench", help="latency and throughput of our models against EfficientNet / MobileNet peers",

@@ -77,10 +77,8 @@ def zoo_latency(names: Sequence[str], input_size: int = 224, runs: int = 20, war
     Timed one model after another, a slower spell of a shared machine fell on
     whichever models ran then and swapped rankings between runs; interleaved, each
     model's ``runs`` calls spread over the whole measurement, so drift falls on all
-    alike.  All models are built at once: the 20-model zoo holds 217 M parameters, and
-    ``zoo_latency(list_models(), runs=10)`` peaked at 1.9 GB resident (``/usr/bin/time``,
-    OMP_NUM_THREADS=1, 2-core CPU; mobilenetv2_100 ran faster than rexnet_090 in both of
-    two runs: 40.2 vs 52.9 ms, 36.1 vs 47.8 ms).
+    alike.  All models are built at once (the 20-model zoo holds 217 M parameters, about
+    2 GB resident).
     """
     from .. import create_model
 

@@ -55,6 +55,6 @@ def bench_detectors(names: Sequence[str], runs: int = 10, warmup: int = 2, threa
 
 
 def format_rows(rows: Sequence[dict[str, Any]]) -> str:
-    from ..report import format_table
+    from ..tables import format_table
 
     return format_table(rows)

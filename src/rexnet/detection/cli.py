@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..io import write_json
-    from ..train.checkpoint import check_writable_file
+    from ..io import check_writable_file
     from .inference import evaluate_detector
 
     if args.out:
@@ -48,7 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable
+    from ..io import check_writable
     from .inference import load_detector, predict_images
 
     check_writable(args.out)
@@ -62,7 +62,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable_file
+    from ..io import check_writable_file
     from .bench import bench_detectors, format_rows
 
     if args.out:

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from typing import Mapping
 
 from ..flags import add_dataclass_flags, dataclass_overrides
-from .definitions import DEFAULTS, DESCRIPTIONS, EXPERIMENTS
+from .definitions import Experiment
 from .paired import ExperimentSettings
 
 __all__ = ["add_experiment_commands", "cmd_experiment"]
@@ -14,6 +15,7 @@ __all__ = ["add_experiment_commands", "cmd_experiment"]
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .run import run_experiment
 
+    exp = args.catalogue[args.name]
     out = args.out or f"docs/experiments/{args.name}"
     given = dataclass_overrides(args, ExperimentSettings)
     settings = ExperimentSettings(**given)
@@ -21,7 +23,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
              for k, v in ((k.replace("_", "-"), v) for k, v in given.items())]
     flags += ["--pilot"] * args.pilot + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
     command = " ".join(["rexnet experiment", args.name, *flags])
-    r = run_experiment(args.name, out, settings, pilot=args.pilot, overwrite=args.overwrite, command=command)
+    r = run_experiment(exp, out, settings, pilot=args.pilot, overwrite=args.overwrite, command=command)
     m = r["main"]
     print(f"{args.name}: {m['name']}: {r['diff_mean']} {m['unit']}, 95% CI {r['ci95']} over {m['over']}: "
           f"{r['verdict']} (expected {r['expected']}); wall {r['wall_s']:.0f} s")
@@ -33,19 +35,20 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0 if r["counts"]["failed"] == 0 else 1
 
 
-def add_experiment_commands(sub) -> None:
-    lines = "; ".join(f"{n}: {DESCRIPTIONS[n]} (defaults: " + ", ".join(f"{k} {v}" for k, v in DEFAULTS[n].items()
-                                                                          if v is not None) + ")"
-                      for n in EXPERIMENTS)
+def add_experiment_commands(sub, catalogue: Mapping[str, Experiment]) -> None:
+    """``rexnet experiment NAME`` over the experiments of ``catalogue`` (name -> Experiment)."""
+    lines = "; ".join(f"{e.name}: {e.description} (defaults: " + ", ".join(f"{k} {v}" for k, v in e.defaults.items()
+                                                                            if v is not None) + ")"
+                      for e in catalogue.values())
     e = sub.add_parser("experiment", help="the paper's claims as paired-seed experiments with 95%% intervals",
                        description="Train the arms of one experiment over paired seeds (finished runs are kept: "
                                    "rerun the same command to resume, or with more --seeds to extend it), then "
                                    "write OUT/result.json, report.md, runs.csv and figures/. " + lines)
-    e.add_argument("name", choices=EXPERIMENTS)
+    e.add_argument("name", choices=list(catalogue))
     e.add_argument("--out", default=None, help="output folder (default docs/experiments/NAME)")
     e.add_argument("--pilot", action="store_true", help="run the first 2 seeds only and print how many seeds the "
                    "observed difference needs, with the estimated wall time")
     e.add_argument("--overwrite", action="store_true", help="replace an experiment in --out made with other settings")
     add_dataclass_flags(e, ExperimentSettings, skip=("progress",))
     e.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    e.set_defaults(func=cmd_experiment)
+    e.set_defaults(func=cmd_experiment, catalogue=dict(catalogue))

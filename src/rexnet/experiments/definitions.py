@@ -1,62 +1,31 @@
-"""The four experiments of issue 13: their defaults, arms and comparisons.
+"""The paired experiments that live outside any search space: their defaults, arms and comparisons.
 
-Each paired comparison is ``a - b`` in final test top-1 with the paper's expected
-direction ``a > b``.  The real-size defaults live in :data:`DEFAULTS` (one place to
-change them; every one is also a ``rexnet experiment`` flag).
+An :class:`Experiment` is data: its defaults (each also a ``rexnet experiment`` flag), a
+function from settings to arms, and the comparisons stated for it.  Each paired
+comparison is ``a - b`` in final test top-1 with the paper's expected direction
+``a > b``.  Experiments in the search's fixed network are defined beside the search
+(:mod:`rexnet.search.experiments`) on the same engine.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from .. import schedule as sch
 from ..budget import BudgetError, bisect, solve_budget
 from ..complexity import complexity
 from ..models.zoo import cifar_stride_plan, mobilenetv2_spec
 from ..rank.verify import VARIANTS, verification_spec
-from ..search.space import get_preset
 from ..spec import NetSpec
 from .paired import PARAMS_TOL, Arm, ExperimentSettings, check_budget_match
 
-__all__ = ["EXPERIMENTS", "DEFAULTS", "Comparison", "arms_of", "comparisons_of", "mobilenetv2_pair",
-           "table2_arms"]
+__all__ = ["Experiment", "Comparison", "EXPERIMENTS", "COMMON", "mobilenetv2_pair", "table2_arms"]
 
-EXPERIMENTS = ("linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cpu")
-
-# Real-size defaults for the 2-core CPU, first sized at <= 90 min with 2 single-thread workers
-# from the smoke search's measured trials (about 100 CPU-s for 3,000 training images at 55-95
-# img/s, 1,000 validation, all 10,000 test images at ~950 img/s and the rank); run --pilot
-# first, which prints the wall time measured runs imply.  Measured over all invocations (each
-# report.md): 5,413 s, 5,711 s, 1,602 s and 4,143 s for one seed of search_cpu, some of it
-# beside other jobs.  test_images None = all 10,000.
-# The seeds are those of the committed results in docs/experiments (rerunning a command with its
-# defaults reproduces them; a paired experiment's result would otherwise be remade on fewer seeds).
+# Sized for the 2-core CPU with 2 single-thread workers (`--pilot` prints the wall time the
+# measured runs imply).  The seeds are those of the committed results in docs/experiments, so
+# rerunning a command with its defaults reproduces them.  test_images None = all 10,000.
 COMMON = dict(seed=0, val_subset=1000, test_images=None, batch_size=128, rank_images=0)
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "linear_vs_stagewise": dict(COMMON, preset="smoke", seeds=8, epochs=5, train_subset=4000),    # 16 runs
-    "mobilenetv2_linear": dict(COMMON, width=0.35, seeds=6, epochs=6, train_subset=4000),         # 24 runs
-    "table2": dict(COMMON, out_chs=64, seeds=6, epochs=6, train_subset=4000),                     # 54 runs
-    "search_cpu": dict(COMMON, preset="smoke", trials=40, seeds=2, epochs=4, train_subset=2500,  # 84 runs
-                       rank_images=256),
-}
-
-DESCRIPTIONS = {
-    "linear_vs_stagewise": "Linear vs stage-wise channel configuration at equal MACs and params, in the "
-                           "search's fixed network (the paper's thesis, Section 4)",
-    "mobilenetv2_linear": "MobileNetV2 vs its linear re-channelling (Section 4.4) on the CIFAR stride plan: only the "
-                          "17 block widths re-assigned to a straight line from MobileNetV2's first block width, "
-                          "its increment solved to MobileNetV2's MACs (1%); stem, expansions, strides, the "
-                          "1280-channel head and classifier are MobileNetV2's, the same (partial) shortcut rule in "
-                          "all arms. No line in this frame reaches MobileNetV2's params at its MACs, so two "
-                          "stage-wise controls bracket them: MobileNetV2 itself (equal MACs, more params) and its "
-                          "staircase scaled to the line's params (3%; fewer MACs); a fourth arm reaches both MACs "
-                          "(1%) and params (3%) with a free start and a widened head",
-    "table2": "Table 2 with intervals: each factor alone vs the baseline, the cumulative chain, and "
-              "MACs-matched controls (the baseline widened or narrowed to the changed model's MACs)",
-    "search_cpu": "A CPU-scale search with the shape-family sampler: does the top 10% differ in shape from "
-                  "the whole sample, and where do the two references rank",
-}
 
 
 @dataclass(frozen=True)
@@ -68,14 +37,20 @@ class Comparison:
     main: bool = False
 
 
-# -- experiment 1 ---------------------------------------------------------------------------
-def reference_arms(preset: str) -> list[Arm]:
-    """The search preset's linear and stage-wise references (equal MACs and params)."""
-    refs = {c.kind: c for c in get_preset(preset).space.references()}
-    arms = [Arm(k, refs[k].spec, refs[k].macs, refs[k].params, f"{k} reference of preset {preset}: widths "
-                + "/".join(map(str, refs[k].widths)) + f", {refs[k].params_of_f}") for k in ("linear", "stagewise")]
-    check_budget_match(arms[0], arms[1])
-    return arms
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment: what it trains and how its result is computed.
+
+    ``train`` (default: every arm x seed, :func:`~rexnet.experiments.paired.run_arms`) is
+    ``(experiment, out, settings, overwrite, log) -> (arms, counts)``; ``analyze`` (default:
+    the paired ``comparisons``) is ``(out, trials, counts, settings, arm_records) -> dict``."""
+    name: str
+    description: str
+    defaults: Mapping[str, Any]
+    arms: Callable[[ExperimentSettings], list[Arm]]
+    comparisons: tuple[Comparison, ...] = ()
+    train: Callable[..., tuple[list[Arm], dict[str, int]]] | None = None
+    analyze: Callable[..., dict[str, Any]] | None = None
 
 
 # -- experiment 2 ---------------------------------------------------------------------------
@@ -100,15 +75,14 @@ def mobilenetv2_pair(width: float) -> list[Arm]:
     * ``stagewise_at_params``: MobileNetV2's staircase scaled down to the line's params (3%);
       fewer MACs than the line.
     * ``linear_wide_head``: a line at MobileNetV2's MACs (1%) and params (3%), reached with a
-      free start and a widened head (:func:`_line_at_macs_and_params`); added 2026-11-29 after
-      4 seeds of the other three, as a secondary comparison (the main one stays as stated).
+      free start and a widened head (:func:`_line_at_macs_and_params`); a secondary comparison,
+      added after the other three had results (docs/experiments/mobilenetv2_linear says when).
 
     No straight line of block widths at MobileNetV2's MACs reaches its params in this frame:
     the staircase puts 320 x width channels in the last block, where parameters are cheap in
     MACs (x0.35: the line has 0.64 x its params, 0.81 at the best start, 4).  Widening the
-    line's head to buy the params back (the two-seed pilot of 2026-11-29: a 5,369-channel head
-    after a 38-channel block) made a bottleneck and lost by 15 points, a confound rather than
-    an answer.  So the two controls bracket the params: the line against the staircase at equal
+    line's head from a 38-channel last block to buy the params back makes a bottleneck (a
+    confound rather than an answer).  So the two controls bracket the params: the line against the staircase at equal
     MACs (the paper's comparison; the line has fewer params) and at equal params (the line has
     more MACs).  The line winning the first holds despite its smaller size.  The fourth arm
     matches both, with a start between half and all of MobileNetV2's first block width, which
@@ -254,23 +228,24 @@ TABLE2_COMPARISONS = (
 )
 
 
-# -- the registry -----------------------------------------------------------------------------
-def arms_of(name: str, s: ExperimentSettings) -> list[Arm]:
-    if name == "linear_vs_stagewise":
-        return reference_arms(s.preset)
-    if name == "mobilenetv2_linear":
-        return mobilenetv2_pair(s.width)
-    if name == "table2":
-        return table2_arms(s.out_chs)
-    if name == "search_cpu":
-        return reference_arms(s.preset)
-    raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
+# -- the experiments ---------------------------------------------------------------------------
+MOBILENETV2_LINEAR = Experiment(
+    "mobilenetv2_linear",
+    "MobileNetV2 vs its linear re-channelling (Section 4.4) on the CIFAR stride plan: only the 17 block widths "
+    "re-assigned to a straight line from MobileNetV2's first block width, its increment solved to MobileNetV2's "
+    "MACs (1%); stem, expansions, strides, the 1280-channel head and classifier are MobileNetV2's, the same "
+    "(partial) shortcut rule in all arms. No line in this frame reaches MobileNetV2's params at its MACs, so two "
+    "stage-wise controls bracket them: MobileNetV2 itself (equal MACs, more params) and its staircase scaled to "
+    "the line's params (3%; fewer MACs); a fourth arm reaches both MACs (1%) and params (3%) with a free start "
+    "and a widened head",
+    dict(COMMON, width=0.35, seeds=6, epochs=6, train_subset=4000),                     # 24 runs
+    lambda s: mobilenetv2_pair(s.width), MBV2_COMPARISONS)
 
+TABLE2 = Experiment(
+    "table2",
+    "Table 2 with intervals: each factor alone vs the baseline, the cumulative chain, and MACs-matched controls "
+    "(the baseline widened or narrowed to the changed model's MACs)",
+    dict(COMMON, out_chs=64, seeds=6, epochs=6, train_subset=4000),                     # 54 runs
+    lambda s: table2_arms(s.out_chs), TABLE2_COMPARISONS)
 
-def comparisons_of(name: str) -> tuple[Comparison, ...]:
-    if name == "table2":
-        return TABLE2_COMPARISONS
-    if name == "mobilenetv2_linear":
-        return MBV2_COMPARISONS
-    return (Comparison("linear vs stage-wise", "linear", "stagewise",
-                       "equal MACs (1%) and params (3%)", main=True),)
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (MOBILENETV2_LINEAR, TABLE2)}

@@ -1,7 +1,7 @@
-"""Paired-seed experiments on the search's machinery: arms (NetSpecs) x seeds as trials of
-a search :class:`~rexnet.search.store.Store`, trained by :func:`~rexnet.search.runner.run_trial`
-(locally in single-thread processes or on Ray, via :func:`~rexnet.search.runner.execute`),
-and the paired statistics of their final test top-1.
+"""Paired-seed experiments on the trial engine: arms (NetSpecs) x seeds as trials of a
+:class:`~rexnet.trials.Store`, trained by :func:`~rexnet.trials.run_trial` (locally in
+single-thread processes or on Ray, via :func:`~rexnet.trials.execute`); their paired
+statistics come from :mod:`rexnet.stats`.
 
 Pairing: repeat ``r`` of every arm trains with seed ``seed + r``.  The training loop
 draws the data order of epoch ``e`` from ``(seed, e)``, each sample's augmentation from
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import time
@@ -27,32 +26,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
-from ..search.runner import DB_NAME, SearchSettings, execute
-from ..search.space import Preset, SearchSpace, get_preset
-from ..search.stats import gap_interval, gap_verdict, t975
-from ..search.store import Store, extends_protocol
+from ..cores import available_cores
+from ..io import changed_settings, refuse_other_settings
 from ..spec import NetSpec
+from ..trials import STORE_NAME, RunOptions, Store, TrialPlan, execute, extends_protocol
 
-__all__ = ["ExperimentSettings", "Arm", "default_data", "paired_stats", "seeds_needed", "check_budget_match",
-           "run_arms", "check_protocol", "clear_outputs", "collect", "MAX_SEEDS_NEEDED"]
+__all__ = ["ExperimentSettings", "Arm", "default_data", "check_budget_match", "run_arms", "check_protocol",
+           "clear_outputs", "collect", "accuracies", "Clock", "DATA_ENV"]
 
-SHARED_CIFAR = Path("../shared/data/cifar10-jpeg.zip")
-MACS_TOL, PARAMS_TOL = 0.01, 0.03      # experiments 1 and 2: both arms this close or refused
-MAX_SEEDS_NEEDED = 1000                # the pilot's answer beyond this is "more than 1000"
+DATA_ENV = "REXNET_CIFAR10"            # where CIFAR-10 is (a zip or image tree) when --data is not given
+MACS_TOL, PARAMS_TOL = 0.01, 0.03      # arms compared at equal budgets: this close or refused
 OUTPUT_FILES = ("result.json", "report.md", "runs.csv", "pilot.json")
 
 
 def default_data() -> str:
-    """CIFAR-10 from the shared zip when present, else the named dataset (``.data``)."""
-    return str(SHARED_CIFAR) if SHARED_CIFAR.is_file() else "cifar10"
+    """``$REXNET_CIFAR10`` when set (a CIFAR-10 zip or image tree), else ``cifar10``
+    (torchvision's copy under the data root, downloaded where allowed)."""
+    return os.environ.get(DATA_ENV) or "cifar10"
 
 
 @dataclass(frozen=True)
 class ExperimentSettings:
     """What every experiment may change; None: the experiment's default (definitions.DEFAULTS)."""
-    data: str | None = None              # cifar10 zip / name (default ../shared/data/cifar10-jpeg.zip when present)
+    data: str | None = None              # cifar10 zip / image tree / name (default $REXNET_CIFAR10, else cifar10)
     seeds: int | None = None             # paired seeds (repeats); more seeds later extend the experiment
     seed: int = 0                        # first seed (repeat r uses seed + r)
     epochs: int | None = None            # training epochs per run
@@ -86,20 +82,22 @@ class ExperimentSettings:
             raise ValueError(f"--epochs must be >= 1, got {s.epochs}")
         return s
 
-    def search_settings(self, **extra: Any) -> SearchSettings:
-        workers = self.workers or _cores()
-        return SearchSettings(data=self.data, epochs=self.epochs, repeats=self.seeds, seed=self.seed,
-                              train_subset=self.train_subset, val_subset=self.val_subset,
-                              batch_size=self.batch_size, early_stop_patience=0,
-                              test_images=self.test_images or None, rank_images=self.rank_images or 0,
-                              device=self.device, workers=workers, ray=self.ray, ray_address=self.ray_address,
-                              cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
-                              progress=self.progress, in_process=self.in_process, **extra)
+    @property
+    def resolved_workers(self) -> int:
+        """Runs at once: ``workers``, or every core this process may use (:func:`available_cores`)."""
+        return self.workers or available_cores()
 
+    def plan(self) -> TrialPlan:
+        """What every run of the experiment trains with (no early stopping: each run trains its epochs)."""
+        return TrialPlan(data=self.data, epochs=self.epochs, batch_size=self.batch_size or 128,
+                         train_subset=self.train_subset or None, val_subset=self.val_subset or None,
+                         early_stop_patience=0, test_images=self.test_images or None,
+                         rank_images=self.rank_images or 0, device=self.device)
 
-def _cores() -> int:
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, n)
+    def run_options(self) -> RunOptions:
+        return RunOptions(workers=self.resolved_workers, ray=self.ray, ray_address=self.ray_address,
+                          cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+                          progress=self.progress, in_process=self.in_process)
 
 
 @dataclass(frozen=True)
@@ -133,40 +131,10 @@ def check_budget_match(a: Arm, b: Arm, macs_tol: float = MACS_TOL, params_tol: f
     return dict(macs_ratio=round(macs_ratio, 5), params_ratio=round(params_ratio, 5))
 
 
-# -- statistics ---------------------------------------------------------------------------
-def paired_stats(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any]:
-    """``a - b`` over the seeds both have: per-seed differences, their mean, SD, the paired
-    95% t-interval (:func:`~rexnet.search.stats.gap_interval`) and the verdict on the
-    expected direction ``a > b`` (holds: the interval is above 0; contradicted: below)."""
-    seeds = sorted(set(a) & set(b))
-    diffs = [float(a[s]) - float(b[s]) for s in seeds]
-    g = gap_interval({s: a[s] for s in seeds}, {s: b[s] for s in seeds})
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) >= 2 else None
-    return dict(seeds=seeds, n=len(seeds), diffs=[round(d, 4) for d in diffs],
-                diff_mean=None if g["mean"] is None else round(g["mean"], 4),
-                diff_sd=None if sd is None else round(sd, 4), se=None if g["se"] is None else round(g["se"], 4),
-                df=g["df"], ci95=None if g["ci95"] is None else [round(c, 4) for c in g["ci95"]],
-                method=g["method"], verdict=gap_verdict(g["ci95"]))
-
-
-def seeds_needed(diff_mean: float | None, diff_sd: float | None) -> int | None:
-    """The smallest number of paired seeds whose 95% half-width t(n-1) * sd / sqrt(n) is
-    below the observed |mean difference| (so the interval would exclude 0 if the pilot's
-    mean and SD held); None when undefined (no SD, or a zero mean)."""
-    if diff_mean is None or diff_sd is None or diff_mean == 0:
-        return None
-    if diff_sd == 0:
-        return 2
-    for n in range(2, MAX_SEEDS_NEEDED + 1):
-        if t975(n - 1) * diff_sd / math.sqrt(n) < abs(diff_mean):
-            return n
-    return MAX_SEEDS_NEEDED + 1
-
-
 # -- the store ----------------------------------------------------------------------------
 def clear_outputs(out: Path) -> None:
     """Remove an experiment's store, trials, figures and outputs (``--overwrite``)."""
-    for f in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", *OUTPUT_FILES):
+    for f in (STORE_NAME, STORE_NAME + "-wal", STORE_NAME + "-shm", *OUTPUT_FILES):
         (out / f).unlink(missing_ok=True)
     for d in ("trials", "figures"):
         if (out / d).is_dir():
@@ -176,7 +144,7 @@ def clear_outputs(out: Path) -> None:
 def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: str) -> None:
     """Before any work: a store in ``out`` made with another protocol is refused, or with
     ``overwrite`` removed (with the outputs)."""
-    db = out / DB_NAME
+    db = out / STORE_NAME
     if not db.is_file():
         return
     with Store(db) as store:
@@ -187,24 +155,7 @@ def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: s
     if overwrite:
         clear_outputs(out)
         return
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    shown = ", ".join(f"{k}: {_short(old.get(k))} -> {_short(new.get(k))}" for k in diff)
-    raise ValueError(f"{out} holds a {name} experiment made with other settings ({shown}); rerun with its "
-                     f"settings to continue it, pass --overwrite to replace it, or choose another --out")
-
-
-def _short(v: Any) -> str:
-    text = json.dumps(v, sort_keys=True)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _preset(name: str, s: ExperimentSettings) -> Preset:
-    """The Preset a trial trains with (run_trial reads data, epochs, batch size, subsets)."""
-    base = get_preset(s.preset or "smoke")
-    space = base.space if name in ("linear_vs_stagewise", "search_cpu") else SearchSpace(name)
-    return dataclasses.replace(base, space=space, data=s.data, epochs=s.epochs, repeats=s.seeds, seed=s.seed,
-                               train_subset=s.train_subset or None, val_subset=s.val_subset or None,
-                               batch_size=s.batch_size or base.batch_size, early_stop_patience=0, trials=0)
+    refuse_other_settings(out, f"{name} experiment", changed_settings(old, new))
 
 
 def arms_protocol(name: str, arms: list[Arm], s: ExperimentSettings) -> dict[str, Any]:
@@ -221,7 +172,7 @@ def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overw
     protocol = arms_protocol(name, arms, s)
     check_protocol(out, protocol, overwrite, name)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(out / DB_NAME)
+    store = Store(out / STORE_NAME)
     store.init_protocol(protocol)   # arms added: recorded before any of their runs
     rows = []
     for r in range(s.seeds):
@@ -231,15 +182,16 @@ def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overw
                              kind=arm.name, spec=spec.to_json(), widths=[b.out_chs for b in spec.blocks],
                              macs=arm.macs, params=arm.params, params_of_f={}))
     store.add(rows)
-    p = _preset(name, s)
-    store.set_meta("preset", p.to_dict())
+    plan = s.plan()
+    store.set_meta("name", name)
+    store.set_meta("plan", plan.to_dict())
     store.set_meta("arms", {a.name: a.record() for a in arms})
-    return execute(store, out, p, s.search_settings(), log)
+    return execute(store, out, plan, s.run_options(), f"experiment {name}", log)
 
 
 def collect(out: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """The store's trials (all statuses) and counts."""
-    with Store(out / DB_NAME) as store:
+    with Store(out / STORE_NAME) as store:
         return store.trials(), store.counts()
 
 
@@ -256,7 +208,7 @@ class Clock:
         self.out, self.t0 = out, time.time()
 
     def total(self) -> float:
-        db = self.out / DB_NAME
+        db = self.out / STORE_NAME
         before = 0.0
         if db.is_file():
             with Store(db) as store:

@@ -8,10 +8,11 @@ from typing import Any
 
 from ..io import markdown_table, pyplot, save_figure, write_csv, write_json, write_text
 
-__all__ = ["PRIMARY_METRIC", "write_outputs"]
+__all__ = ["primary_metric", "write_outputs"]
 
 
-def PRIMARY_METRIC(s) -> str:  # noqa: N802 - reads as the constant it is, given the settings
+def primary_metric(s) -> str:
+    """What the experiment compares, in words, for these settings."""
     n = f"the first {s.test_images:,} class-balanced" if s.test_images else "all 10,000"
     return (f"final top-1 (%) on {n} CIFAR-10 test images (BN folded), of the weights of the best epoch by "
             f"validation top-1 on {s.val_subset or 'all'} test images")
@@ -137,7 +138,7 @@ def _comp_rows(comps: list[dict[str, Any]]) -> list[list[Any]]:
 
 def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
     s = r["settings"]
-    L = [f"# Experiment `{name}`" + (" (pilot)" if pilot else ""), "", r["description"] + ".", "",
+    lines = [f"# Experiment `{name}`" + (" (pilot)" if pilot else ""), "", r["description"] + ".", "",
          f"**Primary metric** (stated before running): {r['primary_metric']}.", "",
          f"**Command:** `{r.get('command') or 'rexnet experiment ' + name}`", "",
          f"**Wall time:** {r['wall_s']:.0f} s over all invocations of the command ({r['counts']['done']} runs done, "
@@ -147,38 +148,38 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
          f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
          f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
     m = r["main"]
-    L += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m['unit']}, 95% CI "
+    lines += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m['unit']}, 95% CI "
           f"{_ci(r['ci95'])} over {m['over']}. **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
           f"lies above 0, contradicted = below, inconclusive = it contains 0).", ""]
     if pilot and r.get("pilot"):
         p = r["pilot"]
-        L += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
+        lines += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
               f"**{p['seeds_needed']}**; estimated wall time {p['estimated_wall_s']} s "
               f"({p['seed_s']} s of runs per seed, {p['workers']} worker(s)).", ""]
-    L += ["## Arms", "", markdown_table(["arm", "MACs", "params", "block widths", "head 1x1", "test top-1 by seed",
+    lines += ["## Arms", "", markdown_table(["arm", "MACs", "params", "block widths", "head 1x1", "test top-1 by seed",
                                          "note"],
                                         [[k, f"{a['macs']:,}", f"{a['params']:,}", "/".join(map(str, a["widths"])),
                                           a.get("pen_chs", "-"),
                                           ", ".join(f"{sd}: {v:.2f}" for sd, v in sorted(a["accuracies"].items())),
                                           a["note"]] for k, a in r["arms"].items()]), ""]
     if name == "search_cpu":
-        L += _search_section(r)
+        lines += _search_section(r)
     else:
         comps = r.get("comparisons") or [m]
-        L += ["## Paired differences", "", "a - b per seed, mean, SD, paired 95% t-interval; ratios a / b.", "",
+        lines += ["## Paired differences", "", "a - b per seed, mean, SD, paired 95% t-interval; ratios a / b.", "",
               markdown_table(["comparison", "seeds", "mean", "SD", "95% CI", "verdict", "MACs a/b", "params a/b"],
                              _comp_rows(comps)), ""]
-        L += ["Per-seed differences: " + "; ".join(f"{c['name']}: " + ", ".join(f"{d:+.2f}" for d in c["diffs"])
+        lines += ["Per-seed differences: " + "; ".join(f"{c['name']}: " + ", ".join(f"{d:+.2f}" for d in c["diffs"])
                                                    for c in comps), ""]
-    L += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs] + [""]
-    L += ["## Files", "", "`result.json` (every number above), `runs.csv` (one row per run), `search.db` (the "
+    lines += ["## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figs] + [""]
+    lines += ["## Files", "", "`result.json` (every number above), `runs.csv` (one row per run), `search.db` (the "
           "store; rerun the command to resume), `trials/` (each run's metrics and config).", ""]
-    return "\n".join(L)
+    return "\n".join(lines)
 
 
 def _search_section(r: dict[str, Any]) -> list[str]:
     ft, refs = r["family_test"], r["references"]
-    L = ["## Top 10% against the whole sample", "",
+    lines = ["## Top 10% against the whole sample", "",
          f"{r['n_samples']} sampled models, top group {r['top_group']}. {ft['test']}.", "",
          markdown_table(["family", "share (sample)", "share (top 10%)", "p"],
                         [[x["family"], x["share_sample"], x["share_top"], x["p"]] for x in ft["families"]]), "",
@@ -190,4 +191,4 @@ def _search_section(r: dict[str, Any]) -> list[str]:
                          for k, v in refs["rank"].items()]), "",
          f"Linear - stage-wise, paired by seed: {_f(refs['gap']['diff_mean'])} {_ci(refs['gap']['ci95'])}, "
          f"{refs['gap']['verdict']}.", ""]
-    return L
+    return lines

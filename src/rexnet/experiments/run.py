@@ -1,73 +1,72 @@
-"""``run_experiment(name, out, settings)``: train what is missing, then write the results.
+"""``run_experiment(experiment, out, settings)``: train what is missing, then write the results.
 
-Paired experiments (linear_vs_stagewise, mobilenetv2_linear, table2) train their arms x
-seeds through :func:`~rexnet.experiments.paired.run_arms`; search_cpu is a search
-(:func:`~rexnet.search.runner.run_search`) analysed by
-:func:`~rexnet.search.stats.analyze_search`.  ``pilot`` runs the first two seeds only
-and says how many seeds the observed difference needs.
+A paired experiment trains its arms x seeds through :func:`~rexnet.experiments.paired.run_arms`
+(or its own ``train``) and is analysed by its stated comparisons (or its own ``analyze``);
+``pilot`` runs the first two seeds only and says how many seeds the observed difference needs.
+:func:`analyze_experiment` recomputes a result from the store alone, without training.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..search.runner import DB_NAME, protocol_of, run_search
-from ..search.stats import analyze_search, gap_interval, gap_verdict, permutation_pvalues, split_groups
-from .definitions import DEFAULTS, DESCRIPTIONS, EXPERIMENTS, arms_of, comparisons_of
-from .paired import Clock, ExperimentSettings, accuracies, check_protocol, collect, paired_stats, run_arms, \
-    seeds_needed
-from .report import PRIMARY_METRIC, write_outputs
+from ..io import check_writable
+from ..stats import paired_stats, seeds_needed
+from .definitions import EXPERIMENTS, Experiment
+from .paired import Arm, Clock, ExperimentSettings, accuracies, collect, run_arms
+from .report import primary_metric, write_outputs
 
-__all__ = ["run_experiment", "analyse", "PILOT_SEEDS"]
+__all__ = ["run_experiment", "analyze_experiment", "resolve_experiment", "PILOT_SEEDS"]
 
 PILOT_SEEDS = 2
-ALPHA = 0.05
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_experiment(name: str, out: str | Path, settings: ExperimentSettings, *, pilot: bool = False,
-                   overwrite: bool = False, command: str = "", log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Run (or resume) experiment ``name`` in ``out`` and write its result; returns result.json's content."""
-    if name not in EXPERIMENTS:
-        raise ValueError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
-    s = settings.with_defaults(DEFAULTS[name])
+def resolve_experiment(experiment: Experiment | str) -> Experiment:
+    """An :class:`Experiment` as given, or one of :data:`~rexnet.experiments.definitions.EXPERIMENTS` by name."""
+    if isinstance(experiment, Experiment):
+        return experiment
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[experiment]
+
+
+def run_experiment(experiment: Experiment | str, out: str | Path, settings: ExperimentSettings, *,
+                   pilot: bool = False, overwrite: bool = False, command: str = "",
+                   log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Run (or resume) ``experiment`` in ``out`` and write its result; returns result.json's content."""
+    exp = resolve_experiment(experiment)
+    s = settings.with_defaults(exp.defaults)
     if pilot:
         s = dataclasses.replace(s, seeds=PILOT_SEEDS)
     out = Path(out)
-    from ..train.checkpoint import check_writable
-
     clock = Clock(out)
-    if name == "search_cpu":
-        ss = s.search_settings(preset=s.preset, trials=s.trials)
-        check_protocol(out, protocol_of(ss.resolved(), ss), overwrite, name)
-        check_writable(out)
-        arms = arms_of(name, s)
-        n = len(arms) * s.seeds + s.trials * s.seeds
-        log(f"experiment {name}: a {s.preset} search of {s.trials} sampled models + 2 references, {s.seeds} "
-            f"seed(s) each ({n} runs), {s.epochs} epoch(s) on {s.train_subset or 'all'} images; out {out}")
-        counts = run_search(out, ss, log)
-    else:
-        arms = arms_of(name, s)   # refuses arms off the MACs / params match before any work
-        check_writable(out)
-        log(f"experiment {name}: {len(arms)} arms x {s.seeds} seeds = {len(arms) * s.seeds} runs, {s.epochs} "
-            f"epoch(s) on {s.train_subset or 'all'} training images, test top-1 on "
-            f"{s.test_images or 'all 10,000'} images; out {out}")
-        counts = run_arms(name, out, arms, s, overwrite, log)
-    log(f"experiment {name}: {counts['done']} runs done, {counts['failed']} failed")
-    result = analyse(name, out, s, arms)
+    arms, counts = (exp.train or train_arms)(exp, out, s, overwrite, log)
+    log(f"experiment {exp.name}: {counts['done']} runs done, {counts['failed']} failed")
+    result = analyze_experiment(exp, out, s, arms)
     result.update(wall_s=clock.total(), command=command, counts=counts)
     if pilot:
         result["pilot"] = pilot_advice(result, out, s)
-    write_outputs(name, out, result, s, pilot=pilot)
+    write_outputs(exp.name, out, result, s, pilot=pilot)
     return result
+
+
+def train_arms(exp: Experiment, out: Path, s: ExperimentSettings, overwrite: bool,
+               log: Callable[[str], None]) -> tuple[list[Arm], dict[str, int]]:
+    """Every arm x seed of ``exp`` (the arms are built, and refused off their budget match, before any work)."""
+    arms = exp.arms(s)
+    check_writable(out)
+    log(f"experiment {exp.name}: {len(arms)} arms x {s.seeds} seeds = {len(arms) * s.seeds} runs, {s.epochs} "
+        f"epoch(s) on {s.train_subset or 'all'} training images, test top-1 on "
+        f"{s.test_images or 'all 10,000'} images; out {out}")
+    return arms, run_arms(exp.name, out, arms, s, overwrite, log)
 
 
 def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings) -> dict[str, Any]:
@@ -78,7 +77,7 @@ def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings) -> di
     trials, _ = collect(out)
     walls = [t["result"]["wall_s"] for t in trials if t["status"] == "done"]
     per_seed = sum(walls) / max(1, len({t["seed"] for t in trials if t["status"] == "done"}))
-    workers = 1 if s.ray or s.in_process else (s.workers or _cores())
+    workers = 1 if s.ray or s.in_process else s.resolved_workers
     eta = None if need is None else need * per_seed / workers
     return dict(seeds_needed=need, run_s_mean=round(float(np.mean(walls)), 1) if walls else None,
                 seed_s=round(per_seed, 1), workers=workers, estimated_wall_s=None if eta is None else round(eta),
@@ -86,21 +85,26 @@ def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings) -> di
                      "the estimate is the CPU time of the pilot's runs per seed x seeds / workers")
 
 
-def _cores() -> int:
-    from .paired import _cores as cores
-    return cores()
-
-
 # -- analysis ---------------------------------------------------------------------------------
-def analyse(name: str, out: Path, s: ExperimentSettings, arms) -> dict[str, Any]:
+def analyze_experiment(experiment: Experiment | str, out: str | Path, s: ExperimentSettings,
+                       arms: list[Arm] | None = None) -> dict[str, Any]:
+    """Every figure of the experiment's result from its store alone (no training, no clock):
+    ``s`` with its defaults resolved; ``arms`` default to the experiment's for ``s``."""
+    exp = resolve_experiment(experiment)
+    out = Path(out)
+    arms = exp.arms(s) if arms is None else arms
     trials, counts = collect(out)
     arm_rec = {a.name: dict(a.record(), accuracies=accuracies(trials, a.name, s.seeds)) for a in arms}
-    base = dict(experiment=name, description=DESCRIPTIONS[name], primary_metric=PRIMARY_METRIC(s), arms=arm_rec,
+    base = dict(experiment=exp.name, description=exp.description, primary_metric=primary_metric(s), arms=arm_rec,
                 settings=dataclasses.asdict(s), runs=_run_rows(trials))
-    if name == "search_cpu":
-        return dict(base, **_search_result(out, trials, counts, s, arm_rec))
+    if exp.analyze is not None:
+        return dict(base, **exp.analyze(out, trials, counts, s, arm_rec))
+    return dict(base, **_paired_result(exp, arm_rec))
+
+
+def _paired_result(exp: Experiment, arm_rec: dict[str, dict[str, Any]]) -> dict[str, Any]:
     comps = []
-    for c in comparisons_of(name):
+    for c in exp.comparisons:
         if c.a not in arm_rec or c.b not in arm_rec:   # an optional arm this setting cannot build
             continue
         st = paired_stats(arm_rec[c.a]["accuracies"], arm_rec[c.b]["accuracies"])
@@ -110,7 +114,7 @@ def analyse(name: str, out: Path, s: ExperimentSettings, arms) -> dict[str, Any]
                           params_ratio=round(arm_rec[c.a]["params"] / arm_rec[c.b]["params"], 4),
                           unit="points", over=f"{st['n']} seed(s)", **st))
     main = next(c for c in comps if c["main"])
-    res = dict(base, main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
+    res = dict(main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
                verdict=main["verdict"], expected=main["expected"])
     if len(comps) > 1:
         res["comparisons"] = comps
@@ -128,56 +132,3 @@ def _run_rows(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
                          wall_s=r.get("wall_s"), cpu_s=r.get("cpu_s"), images_per_s=r.get("images_per_s"),
                          widths="/".join(map(str, t["widths"]))))
     return rows
-
-
-def _search_result(out: Path, trials, counts, s: ExperimentSettings, arm_rec) -> dict[str, Any]:
-    """The search's analysis; the main question: is the top 10% more linear (R² of widths
-    against the block index) than the rest of the sample?"""
-    with_results = dict(dir=str(out), name=s.preset, preset=_meta(out, "preset"), counts=counts, trials=trials)
-    a = analyze_search(with_results)
-    samples = [x for x in a["specs"] if x["kind"] == "sample"]
-    groups = split_groups(samples)
-    top = {x["spec_hash"] for x in groups["top"]}
-    idx = [i for i, x in enumerate(samples) if x["spec_hash"] in top]
-    fams = sorted({x["family"] for x in samples})
-    onehot = np.array([[x["family"] == f for f in fams] for x in samples], float)
-    fam_p = permutation_pvalues(onehot, idx) if idx else [None] * len(fams)
-    families = [dict(family=f, share_sample=round(float(onehot[:, j].mean()), 4),
-                     share_top=round(float(onehot[idx, j].mean()), 4) if idx else None,
-                     p=None if fam_p[j] is None else round(float(fam_p[j]), 4)) for j, f in enumerate(fams)]
-    r2_top = {i: samples[i]["r2"] for i in idx}
-    r2_rest = {len(samples) + i: x["r2"] for i, x in enumerate(samples) if x["spec_hash"] not in top}
-    g = gap_interval(r2_top, r2_rest)
-    shape_p = (a["shapes"].get("top") or {}).get("p", {})
-    p_r2 = shape_p.get("r2")
-    verdict = gap_verdict(g["ci95"])
-    refs = a["references"]
-    ref_rank = {k: dict(percentile_among_samples=(refs.get(k) or {}).get("percentile_among_samples"),
-                        acc_mean=(refs.get(k) or {}).get("acc_mean"),
-                        rank=1 + sum(x["acc_mean"] > (refs.get(k) or {}).get("acc_mean", math.inf) for x in samples),
-                        of=len(samples)) for k in ("linear", "stagewise")}
-    ref_gap = paired_stats(arm_rec["linear"]["accuracies"], arm_rec["stagewise"]["accuracies"])
-    main = dict(name="top 10% vs the rest: R² of the widths' straight-line fit", a="top 10%", b="rest of the sample",
-                expected="the top 10% is more linear (higher R²) than the rest (the paper's direction)",
-                n=len(idx), n_rest=len(r2_rest), diff_mean=None if g["mean"] is None else round(g["mean"], 4),
-                ci95=None if g["ci95"] is None else [round(c, 4) for c in g["ci95"]], method=g["method"],
-                permutation_p_r2=p_r2, verdict=verdict, unit="R²",
-                over=f"{len(idx)} top models against {len(r2_rest)} others (Welch interval)")
-    return dict(main=main, n_seeds=s.seeds, diff_mean=main["diff_mean"], ci95=main["ci95"], verdict=verdict,
-                expected=main["expected"], n_samples=len(samples), top_group=len(idx),
-                family_test=dict(families=families, permutations=10_000,
-                                 test="two-sided permutation p of each family's share in the top 10% against "
-                                      "the whole sample (stats.permutation_pvalues)"),
-                shape_test=dict(p=shape_p, top_mean=(a["shapes"].get("top") or {}).get("mean"),
-                                sample_mean=a["shapes"].get("sample")),
-                references=dict(rank=ref_rank, gap=ref_gap), noise=a["noise"],
-                search_summary=dict(best=a["best"], worst=a["worst"], accuracy=a["accuracy"]),
-                specs=a["specs"])
-
-
-def _meta(out: Path, key: str):
-    from ..search.store import Store
-
-    with Store(out / DB_NAME) as store:
-        return store.get_meta(key) or {}
-

@@ -3,7 +3,7 @@
 ``measures`` (rank measures from one spectrum), ``networks`` (the study's
 config and its random one-block networks), ``study`` (the resumable runner and
 ``run_and_report``), ``results`` (a finished study as arrays, its checks and
-observations), ``render`` (summary tables and ``report.md``), ``plots``
+observations), ``report`` (summary tables and ``report.md``), ``plots``
 (Fig. 1-style panels), ``analyze`` / ``verify`` (trained models, Section 6 and
 Table 2), ``audit`` (design-guide audit of any model), ``cli`` (the ``rank-*``
 subcommands).

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -13,7 +14,8 @@ from torch import nn
 from ..io import pyplot, save_figure, write_csv
 from .measures import effective_rank, nuclear_ratio, singular_values, stable_rank
 
-__all__ = ["layer_features", "final_spectrum", "analyze_model", "write_analysis", "plot_analysis"]
+__all__ = ["layer_features", "final_spectrum", "analyze_model", "write_analysis", "plot_analysis",
+           "analysis_model", "Analysis", "run_analysis"]
 
 
 @torch.no_grad()
@@ -109,3 +111,63 @@ def plot_analysis(results: dict[str, list[dict[str, Any]]], path: str | os.PathL
         ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+# -- the command ---------------------------------------------------------------------------
+def analysis_model(name: str, weights: str | None, input_size: int = 224, stride_plan: str = "auto") -> nn.Module:
+    """The model ``rank-analyze`` measures: our checkpoint as trained, else ``name`` built at
+    ``input_size`` with ``weights`` (any supported format; random init without)."""
+    from ..models.resolve import create_model
+    from ..models.weights import read_spec
+
+    if weights and read_spec(weights) is not None:
+        return create_model(weights)  # our checkpoint: the network as trained
+    # the classifier plays no part here, so a checkpoint with other classes loads too
+    return create_model(name, input_size=input_size, stride_plan=stride_plan, weights=weights,
+                        reset_classifier=True)
+
+
+@dataclass
+class Analysis:
+    """What :func:`run_analysis` did: per-layer rows by model label, the files written, the images used."""
+    results: dict[str, list[dict[str, Any]]]
+    paths: dict[str, Path]
+    images: int
+
+
+def _describe(label: str, rows: list[dict[str, Any]]) -> list[str]:
+    """What is worth saying about one analysed model: a columns cap, if any, and its last layer."""
+    lines = []
+    capped = [r["module"] for r in rows if r["columns"] < r["channels"]]
+    if capped:
+        lines.append(f"note: {len(capped)} layer(s) of {label} have fewer sampled columns than channels "
+                     f"({', '.join(capped[:4])}...): their rank is capped by the columns; use more --images")
+    last = rows[-1]
+    lines.append(f"{label}: {len(rows)} layers; last layer {last['module']} ({last['channels']} ch): "
+                 f"effective rank {last['effective_rank']:.1f}, nuclear norm {last['nuclear_norm']:.1f}")
+    return lines
+
+
+def run_analysis(models: Sequence[tuple[str, str | None]], data: str, out: str | os.PathLike, *,
+                 images: int = 128, input_size: int = 224, stride_plan: str = "auto", columns: int = 4096,
+                 center: bool = False, seed: int = 0, data_root: str | None = None, skip_bad_images: bool = False,
+                 log: Callable[[str], None] = print) -> Analysis:
+    """``rexnet rank-analyze``: every ``(name, weights)`` of ``models`` on the same ``images``
+    class-balanced validation images of ``data``, then ``rank_analysis.csv`` / ``.png`` in ``out``.
+
+    Each model without weights gets the random init of ``seed``, so a rerun gives the same
+    numbers; ``log`` receives a line per model as it finishes."""
+    from ..io import check_writable
+    from ..train.data import eval_images
+
+    check_writable(out)  # before the images are read and the models analysed
+    batch = eval_images(data, images, input_size, data_root, skip_bad=skip_bad_images)
+    results = {}
+    for name, weights in models:
+        torch.manual_seed(seed)  # models without weights get a repeatable random init
+        model = analysis_model(name, weights, input_size, stride_plan)
+        label = name if not weights else f"{name} ({Path(weights).name})"
+        results[label] = analyze_model(model, batch, columns, center, seed)
+        for line in _describe(label, results[label]):
+            log(line)
+    return Analysis(results, write_analysis(results, out), len(batch))

@@ -273,7 +273,7 @@ def audit(name: str, input_size: int = 224) -> AuditResult:
 
 def format_audit(res: AuditResult) -> str:
     """The per-layer table and a summary, as text."""
-    from ..report import format_table
+    from ..tables import format_table
 
     exp = {b.block: b.expansion for b in res.blocks}
     rows = [dict(block=r.block, layer=r.layer, kind=r.kind, in_chs=r.in_chs, out_chs=r.out_chs,

@@ -8,11 +8,17 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["add_rank_commands", "cmd_rank_study", "cmd_rank_audit", "config_from_args", "print_study"]
+if TYPE_CHECKING:
+    from .networks import StudyConfig
+    from .study import StudyReport
+
+__all__ = ["add_rank_commands", "cmd_rank_study", "cmd_rank_analyze", "cmd_rank_verify", "cmd_rank_audit",
+           "config_from_args", "print_study"]
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> "StudyConfig":
     """The :class:`StudyConfig` an argument namespace asks for (``--quick`` only lowers ``--networks``'s default)."""
     from ..flags import dataclass_overrides
     from .networks import QUICK_NETWORKS, StudyConfig
@@ -25,7 +31,7 @@ def config_from_args(args: argparse.Namespace):
     return StudyConfig(**kw)
 
 
-def print_study(rep) -> None:
+def print_study(rep: "StudyReport") -> None:
     """What ``rexnet rank-study`` prints about a :class:`~rexnet.rank.study.StudyReport`."""
     run = rep.run
     print(f"{run.computed} networks computed, {run.reused} reused from {run.out}, {run.seconds:.1f} s")
@@ -39,7 +45,7 @@ def print_study(rep) -> None:
 
 
 def cmd_rank_study(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable
+    from ..io import check_writable
     from .study import run_and_report
 
     cfg = config_from_args(args)
@@ -58,7 +64,7 @@ def cmd_rank_study(args: argparse.Namespace) -> int:
 
 
 def cmd_rank_audit(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable_file
+    from ..io import check_writable_file
     from .audit import audit, format_audit, write_audit
 
     for path in (args.csv, args.json):
@@ -72,7 +78,14 @@ def cmd_rank_audit(args: argparse.Namespace) -> int:
 
 
 def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
-    """Add ``rank-study`` and ``rank-audit`` to the ``rexnet`` command's subparsers."""
+    """Add ``rank-study``, ``rank-analyze``, ``rank-verify`` and ``rank-audit`` to ``rexnet``'s subparsers."""
+    _add_study_parser(subparsers)
+    _add_analyze_parser(subparsers)
+    _add_verify_parser(subparsers)
+    _add_audit_parser(subparsers)
+
+
+def _add_study_parser(subparsers: "argparse._SubParsersAction") -> None:
     from ..flags import add_bool_flag
     from .measures import DEFAULT_TOLS, MEASURE_KINDS
     from .networks import ACTIVATIONS, BLOCK_TYPES, QUICK_NETWORKS
@@ -108,7 +121,8 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
                         f"(default {','.join(DEFAULT_TOLS)})")
     add_bool_flag(s, "--center", default=None, help="subtract each channel's mean before the spectrum (default: false)")
     s.add_argument("--seed", type=int, default=None, help="study seed (default 0)")
-    s.add_argument("--workers", type=int, default=None, help="processes (default: all CPU cores)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="processes (default: the CPU cores this process may use, capped by OMP_NUM_THREADS)")
     s.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     s.add_argument("--compress", choices=("auto", "yes", "no"), default="auto",
                    help="gzip the final CSV (auto: when larger than 5 MB)")
@@ -118,6 +132,10 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
                    help="another finished study (e.g. the same with --center) to set side by side in report.md")
     add_bool_flag(s, "--progress", default=True, help="progress bar on stderr (default: true; --no-progress)")
     s.set_defaults(func=cmd_rank_study)
+
+
+def _add_analyze_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from ..flags import add_bool_flag
 
     z = subparsers.add_parser(
         "rank-analyze", help="Section 6: rank of every layer's output features of (trained) models on real images")
@@ -137,6 +155,10 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     z.add_argument("--out", required=True)
     z.set_defaults(func=cmd_rank_analyze)
 
+
+def _add_verify_parser(subparsers: "argparse._SubParsersAction") -> None:
+    from ..flags import add_bool_flag
+
     v = subparsers.add_parser("rank-verify", help="the paper's Table 2: rank and accuracy of 4 two-IB models on CIFAR-10")
     v.add_argument("--data", default="cifar10", help="cifar10, or an image tree / zip of CIFAR-10")
     v.add_argument("--epochs", type=int, default=5)
@@ -150,6 +172,8 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
                    "(without it, such a run is refused; one with the same settings continues)")
     v.set_defaults(func=cmd_rank_verify)
 
+
+def _add_audit_parser(subparsers: "argparse._SubParsersAction") -> None:
     a = subparsers.add_parser(
         "rank-audit", help="audit a model against the paper's channel-dimension design guides",
         description="Per conv layer: kind, in/out channels, dimension ratio, the activation after it; per "
@@ -163,43 +187,18 @@ def add_rank_commands(subparsers: "argparse._SubParsersAction") -> None:
     a.set_defaults(func=cmd_rank_audit)
 
 
-def _analysis_model(name: str, weights: str | None, input_size: int, stride_plan: str):
-    from ..models.resolve import create_model
-    from ..models.weights import read_spec
-
-    if weights and read_spec(weights) is not None:
-        return create_model(weights)  # our checkpoint: the network as trained
-    # the classifier plays no part here, so a checkpoint with other classes loads too
-    return create_model(name, input_size=input_size, stride_plan=stride_plan, weights=weights,
-                        reset_classifier=True)
+def _analysis_models(args: argparse.Namespace) -> list[tuple[str, str | None]]:
+    """``--model``/``--weights`` and each ``--compare NAME[=WEIGHTS]`` as ``(name, weights or None)``."""
+    return [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]
 
 
 def cmd_rank_analyze(args: argparse.Namespace) -> int:
-    import torch
+    from .analyze import run_analysis
 
-    from ..train.checkpoint import check_writable
-    from ..train.data import eval_images
-    from .analyze import analyze_model, write_analysis
-
-    check_writable(args.out)  # before the images are read and the models analysed
-    size = args.input_size
-    images = eval_images(args.data, args.images, size, args.data_root, skip_bad=args.skip_bad_images)
-    specs = [(args.model, args.weights)] + [tuple((c.split("=", 1) + [None])[:2]) for c in args.compare]
-    results = {}
-    for name, weights in specs:
-        torch.manual_seed(args.seed)  # models without weights get a repeatable random init
-        model = _analysis_model(name, weights, size, args.stride_plan)
-        label = name if not weights else f"{name} ({Path(weights).name})"
-        results[label] = analyze_model(model, images, args.columns, args.center, args.seed)
-        last = results[label][-1]
-        capped = [r["module"] for r in results[label] if r["columns"] < r["channels"]]
-        if capped:
-            print(f"note: {len(capped)} layer(s) of {label} have fewer sampled columns than channels "
-                  f"({', '.join(capped[:4])}...): their rank is capped by the columns; use more --images")
-        print(f"{label}: {len(results[label])} layers; last layer {last['module']} ({last['channels']} ch): "
-              f"effective rank {last['effective_rank']:.1f}, nuclear norm {last['nuclear_norm']:.1f}")
-    paths = write_analysis(results, args.out)
-    print(f"{len(images)} images from {args.data}; wrote {paths['csv']} and {paths['png']}")
+    run = run_analysis(_analysis_models(args), args.data, args.out, images=args.images, input_size=args.input_size,
+                       stride_plan=args.stride_plan, columns=args.columns, center=args.center, seed=args.seed,
+                       data_root=args.data_root, skip_bad_images=args.skip_bad_images)
+    print(f"{run.images} images from {args.data}; wrote {run.paths['csv']} and {run.paths['png']}")
     return 0
 
 
@@ -216,4 +215,3 @@ def cmd_rank_verify(args: argparse.Namespace) -> int:
         return e.exit_code
     print((Path(args.out) / "table2.md").read_text())
     return 0
-

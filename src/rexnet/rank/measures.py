@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
+from scipy.stats import entropy
 
 __all__ = ["MEASURE_KINDS", "DEFAULT_MEASURES", "DEFAULT_TOLS", "MIN_TOL", "Measure",
            "f32_default_tol", "singular_values", "numerical_rank", "effective_rank",
@@ -145,11 +146,9 @@ def numerical_rank(sigma: torch.Tensor, tol: float) -> int:
 
 def effective_rank(sigma: torch.Tensor) -> float:
     """``exp`` of the Shannon entropy of ``sigma / sum(sigma)`` (0 log 0 = 0); 0 for a zero matrix."""
-    total = float(sigma.sum())
-    if total == 0.0:
+    if float(sigma.sum()) == 0.0:
         return 0.0
-    p = sigma[sigma > 0] / total
-    return math.exp(float(-(p * p.log()).sum()))
+    return math.exp(float(entropy(sigma.detach().cpu().double().numpy())))  # entropy normalises sigma itself
 
 
 def stable_rank(sigma: torch.Tensor) -> float:

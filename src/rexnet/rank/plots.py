@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import pyplot, save_figure
-from .results import Results, mean_ci
+from ..stats import mean_ci
+from .results import Results
 
 __all__ = ["plot_measure"]
 

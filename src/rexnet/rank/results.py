@@ -42,10 +42,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..stats import interval_verdict, mean_ci
 from .networks import COLUMNS, StudyConfig, rank_cap
 
 __all__ = ["CSV_NAME", "GZ_NAME", "CONFIG_NAME", "results_path", "read_rows", "read_raw", "load_config",
-           "Results", "load_results", "mean_ci", "summary_rows", "observations", "invariants", "pair_sign"]
+           "Results", "load_results", "summary_rows", "observations", "invariants", "pair_sign"]
 
 CSV_NAME, GZ_NAME, CONFIG_NAME = "rank_study.csv", "rank_study.csv.gz", "study.json"
 
@@ -53,29 +54,6 @@ COMPLEX = ("elu", "silu")
 # Smallest difference of rank ratios (1% of d_out) that a verdict counts; smaller significant ones are "negligible".
 MIN_EFFECT = 0.01
 SIMPLE = ("relu", "relu6", "leaky_relu")
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
-         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
-         2.052, 2.048, 2.045, 2.042)
-
-
-def _t975(df: int) -> float:
-    """Student-t 97.5% quantile: exact table to 30 degrees of freedom, Cornish-Fisher beyond."""
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-
-
-def mean_ci(x: np.ndarray) -> tuple[float, float, int]:
-    """Mean, 95% CI half-width (Student t) and count of the finite values of ``x``."""
-    x = np.asarray(x, dtype=float)
-    x = x[np.isfinite(x)]
-    n = int(x.size)
-    if n == 0:
-        return math.nan, math.nan, 0
-    if n == 1:
-        return float(x[0]), math.nan, 1
-    return float(x.mean()), _t975(n - 1) * float(x.std(ddof=1)) / math.sqrt(n), n
 
 
 # -- files -------------------------------------------------------------------------
@@ -343,9 +321,7 @@ def _claim(est: float, ci: float) -> str:
         return "n/a"
     if abs(est) < 1e-9:  # identical values up to float rounding of the averages
         return "inconclusive"
-    if est - ci > 0:
-        return "holds"
-    return "contradicted" if est + ci < 0 else "inconclusive"
+    return interval_verdict([est - ci, est + ci])
 
 
 def _overall(verdicts: Sequence[str]) -> str:

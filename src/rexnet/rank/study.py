@@ -9,7 +9,7 @@
   are sorted into ``rank_study.csv`` (or ``.csv.gz`` when large), atomically.
 
 :func:`run_and_report` is the whole ``rexnet rank-study`` command: the run,
-then the summary, figures and ``report.md`` of :mod:`rexnet.rank.render`.
+then the summary, figures and ``report.md`` of :mod:`rexnet.rank.report`.
 """
 from __future__ import annotations
 
@@ -29,9 +29,10 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..io import write_bytes, write_json, write_text
+from ..cores import available_cores
+from ..io import changed_settings, refuse_other_settings, write_bytes, write_json, write_text
 from .networks import COLUMNS, StudyConfig, compute_network, network_dims
-from .render import write_outputs
+from .report import write_outputs
 from .results import CONFIG_NAME, CSV_NAME, GZ_NAME, load_results, observations, read_raw, results_path
 
 __all__ = ["PARTIAL_NAME", "StudyRun", "run_study", "command_for", "StudyReport", "run_and_report"]
@@ -141,6 +142,83 @@ def _meta(cfg: StudyConfig, status: str, **extra: Any) -> dict[str, Any]:
         **extra)
 
 
+def _settle_folder(cfg: StudyConfig, out: Path, fresh: bool) -> None:
+    """``fresh`` discards earlier results in ``out``; otherwise a study made with other settings is refused."""
+    if fresh:
+        for name in (CSV_NAME, GZ_NAME, PARTIAL_NAME, CONFIG_NAME):
+            (out / name).unlink(missing_ok=True)
+        return
+    meta_path = out / CONFIG_NAME
+    if meta_path.is_file():
+        old = json.loads(meta_path.read_text()).get("config", {})
+        new = cfg.identity()  # networks is not among them: more or fewer networks extend or reuse a study
+        refuse_other_settings(out, "rank study", changed_settings({k: old.get(k) for k in new}, new),
+                              replace_flag="--fresh")
+
+
+def _finished_networks(cfg: StudyConfig, out: Path) -> tuple[dict[tuple[str, int], list[list[str]]], int, int]:
+    """Networks already finished in ``out`` (the last final CSV, then the appended partial file, which
+    may repeat some), and how many torn lines and rows of incomplete networks were dropped."""
+    done: dict[tuple[str, int], list[list[str]]] = {}
+    torn = dropped = 0
+    partial = out / PARTIAL_NAME
+    for path in (results_path(out), partial if partial.is_file() else None):
+        if path is not None:
+            rows, bad = read_raw(path)
+            complete_, short = _group_complete(rows, cfg)
+            done.update(complete_)
+            torn, dropped = torn + bad, dropped + short
+    return done, torn, dropped
+
+
+def _compute(cfg: StudyConfig, out: Path, tasks: list[tuple[str, int]],
+             done: dict[tuple[str, int], list[list[str]]], workers: int, progress: bool) -> int:
+    """Compute ``tasks``, appending each network's rows to the partial file as it finishes and adding
+    them to ``done``; the number computed."""
+    partial = out / PARTIAL_NAME
+    # Start the partial file from exactly the finished networks (drops a torn write).
+    write_text(partial, _csv_text(r for v in done.values() for r in v))
+    from tqdm import tqdm
+
+    computed = 0
+    with open(partial, "a", newline="") as fh, \
+            tqdm(total=cfg.networks * len(cfg.blocks), initial=len(done), desc="rank study", unit="net",
+                 disable=not progress, dynamic_ncols=True) as bar:
+        def record(key: tuple[str, int], net_rows: list[list[str]]) -> None:
+            nonlocal computed
+            fh.write(_csv_text(net_rows, header=False))  # one write per network
+            fh.flush()
+            done[key] = net_rows
+            computed += 1
+            bar.update(1)
+
+        if workers == 1:
+            with _single_thread():
+                for task in tasks:
+                    record(task, compute_network(cfg, *task))
+        else:
+            ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
+            with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker, initargs=(cfg.to_dict(),)) as pool:
+                for key, net_rows in pool.imap_unordered(_work, tasks, chunksize=1):
+                    record(key, net_rows)
+        os.fsync(fh.fileno())
+    return computed
+
+
+def _write_final(cfg: StudyConfig, out: Path, done: dict[tuple[str, int], list[list[str]]], compress: str) -> Path:
+    """Every row, sorted, into the final CSV (gzipped per ``compress``); the partial file goes."""
+    ordered = sorted((r for v in done.values() for r in v), key=_sort_key(cfg))
+    data = _csv_text(ordered).encode()
+    gz = compress == "yes" or (compress == "auto" and len(data) > GZIP_ABOVE_BYTES)
+    csv_path = out / (GZ_NAME if gz else CSV_NAME)
+    if gz:
+        data = gzip.compress(data, mtime=0)  # mtime 0: the same study gives the same bytes
+    write_bytes(csv_path, data)
+    (out / (CSV_NAME if gz else GZ_NAME)).unlink(missing_ok=True)
+    (out / PARTIAL_NAME).unlink(missing_ok=True)
+    return csv_path
+
+
 def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int | None = None,
               progress: bool = True, fresh: bool = False, compress: str = "auto",
               stop_after: int | None = None) -> StudyRun:
@@ -150,90 +228,32 @@ def run_study(cfg: StudyConfig, out: str | os.PathLike, *, workers: int | None =
     interrupted (a budget, and how the tests interrupt a study).  ``fresh``
     discards earlier results in ``out``; otherwise a directory holding a study
     with different settings is refused.  ``compress``: ``auto`` (gzip above
-    5 MB), ``yes`` or ``no``.  ``workers > 1`` starts a pool of *spawned*
-    processes (forking a process that holds torch's thread pools is unsafe),
-    so a script calling this needs the usual ``if __name__ == "__main__":`` guard.
+    5 MB), ``yes`` or ``no``.  ``workers`` defaults to the cores this process may
+    use (:func:`rexnet.cores.available_cores`); ``workers > 1`` starts a pool of
+    *spawned* processes (forking a process that holds torch's thread pools is
+    unsafe), so a script calling this needs the usual ``if __name__ == "__main__":`` guard.
     """
     if compress not in ("auto", "yes", "no"):
         raise ValueError(f"compress must be auto, yes or no, got {compress!r}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
+    workers = available_cores() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    meta_path, partial = out / CONFIG_NAME, out / PARTIAL_NAME
-    if fresh:
-        for name in (CSV_NAME, GZ_NAME, PARTIAL_NAME, CONFIG_NAME):
-            (out / name).unlink(missing_ok=True)
-    elif meta_path.is_file():
-        old = json.loads(meta_path.read_text()).get("config", {})
-        new = cfg.identity()
-        diff = {k: (old.get(k), v) for k, v in new.items() if old.get(k) != v}
-        if diff:
-            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(diff.items()))
-            raise ValueError(f"{out} holds a study with other settings ({shown}); "
-                             f"use another --out, or --fresh to discard it")
-
-    # Finished networks: the last final CSV, then the appended partial file (which may repeat some).
-    done: dict[tuple[str, int], list[list[str]]] = {}
-    torn = dropped = 0
-    for p in (results_path(out), partial if partial.is_file() else None):
-        if p is not None:
-            rows, bad = read_raw(p)
-            complete_, short = _group_complete(rows, cfg)
-            done.update(complete_)
-            torn, dropped = torn + bad, dropped + short
-            del rows
+    _settle_folder(cfg, out, fresh)
+    done, torn, dropped = _finished_networks(cfg, out)
     tasks = [(b, i) for b in cfg.blocks for i in range(cfg.networks) if (b, i) not in done]
     tasks.sort(key=lambda t: -_cost(cfg, *t))
     if stop_after is not None:
         tasks = tasks[:max(0, stop_after)]
 
+    meta_path = out / CONFIG_NAME
     write_json(_meta(cfg, "running"), meta_path)
-    computed = 0
-    if tasks:
-        # Start the partial file from exactly the finished networks (drops a torn write).
-        write_text(partial, _csv_text(r for v in done.values() for r in v))
-        from tqdm import tqdm
-        total = cfg.networks * len(cfg.blocks)
-        with open(partial, "a", newline="") as fh, \
-                tqdm(total=total, initial=len(done), desc="rank study", unit="net",
-                     disable=not progress, dynamic_ncols=True) as bar:
-            def record(key: tuple[str, int], net_rows: list[list[str]]) -> None:
-                nonlocal computed
-                fh.write(_csv_text(net_rows, header=False))  # one write per network
-                fh.flush()
-                done[key] = net_rows
-                computed += 1
-                bar.update(1)
-
-            if workers == 1:
-                with _single_thread():
-                    for task in tasks:
-                        record(task, compute_network(cfg, *task))
-            else:
-                ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
-                with ctx.Pool(min(workers, len(tasks)), initializer=_init_worker,
-                              initargs=(cfg.to_dict(),)) as pool:
-                    for key, net_rows in pool.imap_unordered(_work, tasks, chunksize=1):
-                        record(key, net_rows)
-            os.fsync(fh.fileno())
-
+    computed = _compute(cfg, out, tasks, done, workers, progress) if tasks else 0
     expected = cfg.networks * len(cfg.blocks)
     complete = len(done) == expected
-    csv_path = results_path(out)
-    if complete:
-        key = _sort_key(cfg)
-        ordered = sorted((r for v in done.values() for r in v), key=key)
-        data = _csv_text(ordered).encode()
-        gz = compress == "yes" or (compress == "auto" and len(data) > GZIP_ABOVE_BYTES)
-        csv_path = out / (GZ_NAME if gz else CSV_NAME)
-        if gz:
-            data = gzip.compress(data, mtime=0)  # mtime 0: the same study gives the same bytes
-        write_bytes(csv_path, data)
-        (out / (CSV_NAME if gz else GZ_NAME)).unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+    csv_path = _write_final(cfg, out, done, compress) if complete else results_path(out)
     seconds = time.perf_counter() - t0
     write_json(_meta(cfg, "complete" if complete else "partial",
                      run=dict(networks_done=len(done), networks_expected=expected, computed_this_run=computed,

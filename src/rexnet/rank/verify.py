@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..io import markdown_table, write_csv, write_json, write_text
+from ..io import (changed_settings, check_writable, markdown_table, refuse_other_settings, write_csv,
+                  write_json, write_text)
 from ..spec import BlockSpec, HeadSpec, NetSpec, StemSpec
 
 __all__ = ["VARIANTS", "verification_spec", "run_verification"]
@@ -52,34 +53,34 @@ _NOT_SETTINGS = {"progress", "workers", "tensorboard", "download", "data_root", 
 RESULT_FILES = ("table2.csv", "table2.md", "table2.json")
 
 
-def _changed_settings(run: Path, cfg, spec: NetSpec) -> list[str]:
-    """How the run in ``run`` (a variant's folder) was trained differently from ``cfg``/``spec``."""
+def _changed_settings(run: Path, cfg, spec: NetSpec) -> dict[str, tuple[Any, Any]]:
+    """``{setting: (then, now)}`` for how the run in ``run`` (a variant's folder) was trained
+    differently from ``cfg``/``spec``; the network counts by its widths (``--out-chs``)."""
     import yaml
 
     saved_file, spec_file = run / "config.yaml", run / "spec.json"
     if not saved_file.is_file():
-        return []
+        return {}
     saved = yaml.safe_load(saved_file.read_text()) or {}
-    diffs = [f"{k}: {saved[k]!r} -> {v!r}" for k, v in cfg.to_dict().items()
-             if k in saved and k not in _NOT_SETTINGS and saved[k] != v]
-    if spec_file.is_file() and NetSpec.from_json(spec_file.read_text()).hash() != spec.hash():
-        diffs.append("the network (--out-chs)")
-    return diffs
+    now = {k: v for k, v in cfg.to_dict().items() if k in saved and k not in _NOT_SETTINGS}
+    changes = changed_settings({k: saved[k] for k in now}, now)
+    if spec_file.is_file():
+        old = NetSpec.from_json(spec_file.read_text())
+        if old.hash() != spec.hash():
+            then, wanted = old.meta.get("widths"), spec.meta.get("widths")
+            changes["network (--out-chs)"] = (then, wanted) if then != wanted else (old.hash(), spec.hash())
+    return changes
 
 
 def _prepare_out(out: Path, plans: dict[str, tuple], overwrite: bool) -> None:
     """Before any work: a rerun with the same settings continues (each variant resumes); one with
     other settings is refused unless ``overwrite``, which removes the earlier runs and tables."""
-    from ..train.checkpoint import check_writable
     from ..train.loop import RUN_FILES
 
     if not overwrite:
         for name, (spec, cfg) in plans.items():
-            diffs = _changed_settings(out / name, cfg, spec)
-            if diffs:
-                raise ValueError(f"{out} holds a Table 2 run made with other settings ({name}: {', '.join(diffs)}): "
-                                 f"rerun with its settings to continue it, pass --overwrite to replace it, or "
-                                 f"choose another --out")
+            changes = _changed_settings(out / name, cfg, spec)
+            refuse_other_settings(out, "Table 2 run", {f"{name}: {k}": v for k, v in changes.items()})
     else:
         for name in plans:
             for f in RUN_FILES:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..flags import add_dataclass_flags, dataclass_overrides
-from .runner import SearchSettings
+from .run import SearchSettings
 
 __all__ = ["add_search_commands", "cmd_search_run", "cmd_search_status", "cmd_search_recover", "cmd_search_analyze",
            "cmd_search_references", "cmd_search_sample"]
@@ -40,8 +40,9 @@ _HELPS = dict(preset="smoke | d18_30m_cifar10 | ... (`rexnet search presets`)",
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable
-    from .runner import run_search, status
+    from ..io import check_writable
+    from ..trials import status
+    from .run import run_search
 
     check_writable(args.out)  # before any trial
     counts = run_search(args.out, SearchSettings(**dataclass_overrides(args, SearchSettings)))
@@ -57,14 +58,14 @@ def cmd_search_run(args: argparse.Namespace) -> int:
 
 
 def cmd_search_recover(args: argparse.Namespace) -> int:
-    from .runner import recover
+    from .run import recover
 
     recover(args.out)
     return 0
 
 
 def cmd_search_status(args: argparse.Namespace) -> int:
-    from .runner import status
+    from ..trials import status
 
     st = status(args.out)
     if args.json:
@@ -83,7 +84,7 @@ def cmd_search_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search_analyze(args: argparse.Namespace) -> int:
-    from ..train.checkpoint import check_writable
+    from ..io import check_writable
     from .report import analyze
 
     missing = [d for d in args.dirs if not Path(d).exists()]
@@ -97,7 +98,7 @@ def cmd_search_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_search_presets(args: argparse.Namespace) -> int:
-    from ..report import format_table
+    from ..tables import format_table
     from .space import PRESETS
 
     rows = [dict(preset=name, data=p.data, depth=p.space.depth,
@@ -126,7 +127,7 @@ def _space_record(space) -> dict:
 
 
 def _print_candidates(space, cands, header: str) -> None:
-    from ..report import format_table
+    from ..tables import format_table
 
     print(f"{header}: depth {space.depth}, MACs {space.lower_macs / 1e6:.2f}-{space.macs_max / 1e6:.2f}M, "
           f"params {_bounds(space.params_min, space.params_max)}M")

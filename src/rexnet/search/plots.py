@@ -2,7 +2,7 @@
 bottom models, in the paper's colours: top red, middle blue, bottom green), the groups'
 shape statistics, Fig. 4 (top-group widths across searches), error EDFs, and accuracy
 against the final features' nuclear norm (raw and width-normalised).  Each reads the
-dicts of :func:`rexnet.search.stats.analyze_search` and writes one PNG."""
+dicts of :func:`rexnet.search.analysis.analyze_search` and writes one PNG."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..io import pyplot, save_figure
-from .stats import GROUPS, SHAPE_STATS, error_edf, fmt
+from .analysis import GROUPS, SHAPE_STATS, error_edf, fmt
 
 __all__ = ["COLORS", "plot_fig2", "plot_shapes", "plot_edf", "plot_rank", "plot_fig4"]
 

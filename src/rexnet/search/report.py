@@ -1,6 +1,6 @@
 """The report of a search analysis: ``analyze(dirs, out)`` loads one or more searches
 (``DIR/search.db`` through :class:`Store`), computes their numbers
-(:mod:`rexnet.search.stats`) and figures (:mod:`rexnet.search.plots`), and writes
+(:mod:`rexnet.search.analysis`) and figures (:mod:`rexnet.search.plots`), and writes
 ``report.md`` (the paper's Fig. 2, Table 3 and Fig. 4, error EDFs, accuracy against the
 final features' rank (raw and width-normalised, with partial correlations), the groups'
 shape statistics and the sampled shape families, the linear vs stage-wise A/B with a 95%
@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..io import write_csv, write_json, write_text
-from ..report import format_table
+from ..tables import format_table
 from .plots import plot_edf, plot_fig2, plot_fig4, plot_rank, plot_shapes
-from .runner import DB_NAME, SearchSettings
-from .stats import GROUP_RULE, GROUPS, SHAPE_DESCRIPTIONS, SHAPE_STATS, analyze_search, fmt, trial_family
-from .store import Store
+from ..trials import STORE_NAME
+from .run import SearchSettings
+from .analysis import GROUP_RULE, GROUPS, SHAPE_DESCRIPTIONS, SHAPE_STATS, analyze_search, fmt, trial_family
+from ..trials import Store
 
 __all__ = ["analyze"]
 
@@ -34,7 +35,7 @@ SPEC_COLUMNS = ("search", "spec_hash", "kind", "family", "n", "acc_mean", "acc_s
 # -- loading and rows ----------------------------------------------------------------------
 def _load(d: str | os.PathLike) -> dict[str, Any]:
     path = Path(d)
-    db = path if path.is_file() else path / DB_NAME
+    db = path if path.is_file() else path / STORE_NAME
     if not db.exists():   # Store() would create an empty database here
         raise FileNotFoundError(f"no search in {d} (expected {db}); start one with `rexnet search run`")
     with Store(db) as store:
@@ -85,11 +86,11 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _shape_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> list[str]:
-    L = ["## Shape statistics of the groups", "",
+    lines = ["## Shape statistics of the groups", "",
          "Per sampled model, on the widths normalised to u = (w - w_first) / (w_last - w_first) against "
          "x = i / (depth - 1):", ""]
-    L += [f"- `{k}`: {SHAPE_DESCRIPTIONS[k]}" for k in SHAPE_STATS]
-    L += ["- `params`: the model's parameters (a budget confound, not a shape)", "",
+    lines += [f"- `{k}`: {SHAPE_DESCRIPTIONS[k]}" for k in SHAPE_STATS]
+    lines += ["- `params`: the model's parameters (a budget confound, not a shape)", "",
           "Each cell: the group's mean, and in brackets the two-sided permutation p-value of that mean against "
           "the whole sample (random subsets of the group's size without replacement; permutations and seed in "
           "analysis.json). Small p: the group differs from a random draw of the search in that statistic.", ""]
@@ -104,15 +105,15 @@ def _shape_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> 
             rows.append(dict(search=lab, group=g, n=sh[g]["n"],
                              **{c: f"{fmt(sh[g]['mean'][c], 0 if c == 'params' else 3)} (p={fmt(sh[g]['p'][c], 3)})"
                                 for c in sh["stats"]}))
-    L += _table(rows) if rows else ["No sampled model is done.", ""]
+    lines += _table(rows) if rows else ["No sampled model is done.", ""]
     for lab in results:
         if figs["shapes"].get(lab):
-            L += [f"![{lab} shapes]({figs['shapes'][lab]})", ""]
-    return L
+            lines += [f"![{lab} shapes]({figs['shapes'][lab]})", ""]
+    return lines
 
 
 def _family_section(results: dict[str, dict[str, Any]]) -> list[str]:
-    L = ["## Shape families: how often sampled, how often in each group", "",
+    lines = ["## Shape families: how often sampled, how often in each group", "",
          "The family the sampler drew each model from (`unknown`: the store predates families); `top`, `middle`, "
          "`bottom`: how many of the group's models come from the family; then the family's mean accuracy and "
          "shape statistics, which show how well the statistics separate the families.", ""]
@@ -120,12 +121,12 @@ def _family_section(results: dict[str, dict[str, Any]]) -> list[str]:
                  **{g: r[g] for g in GROUPS}, acc=fmt(r["acc_mean"]),
                  **{c: fmt(r["shape"][c], 3) for c in SHAPE_STATS})
             for lab, a in results.items() for r in a["families"]["rows"]]
-    L += _table(rows) if rows else ["No sampled model is done.", ""]
+    lines += _table(rows) if rows else ["No sampled model is done.", ""]
     unknown = [lab for lab, a in results.items() if a["n_samples"] and not a["families"]["known"]]
     if unknown:
-        L += [f"No family recorded in {', '.join(unknown)} (a store written before the sampler recorded "
+        lines += [f"No family recorded in {', '.join(unknown)} (a store written before the sampler recorded "
               f"spec.meta.family).", ""]
-    return L
+    return lines
 
 
 def _confound(g: dict[str, Any]) -> str:
@@ -136,7 +137,7 @@ def _confound(g: dict[str, Any]) -> str:
 
 
 def _ab_section(results: dict[str, dict[str, Any]]) -> list[str]:
-    L = ["## Linear vs stage-wise reference (the paper's thesis as an A/B)", "",
+    lines = ["## Linear vs stage-wise reference (the paper's thesis as an A/B)", "",
          "Both references are solved to the same budget; params are shown beside MACs because a params gap "
          "confounds the comparison (`params_ratio` = linear / stage-wise; flagged when it is off 1 by more "
          "than 3%, or the MACs by more than 1%). The percentile is among the sampled models (ties count half). "
@@ -158,7 +159,7 @@ def _ab_section(results: dict[str, dict[str, Any]]) -> list[str]:
         row.update(params_ratio=fmt(ref.get("params_ratio"), 3), gap=fmt(ref["diff_linear_minus_stagewise"]),
                    ci95=_ci(g["ci95"]) if g else "-", verdict=g["verdict"] if g else "-")
         rows.append(row)
-    L += _table(rows)
+    lines += _table(rows)
     for lab, a in results.items():
         g = a["references"].get("gap")
         if not g:
@@ -167,15 +168,15 @@ def _ab_section(results: dict[str, dict[str, Any]]) -> list[str]:
                else "no interval: neither repeats of the references nor a repeat-noise estimate")
         model = (f"; the two-way noise model's se of this gap is {fmt(g['se_two_way_model'])}"
                  if g.get("se_two_way_model") is not None else "")
-        L += [f"- **{lab}**: gap {fmt(g['mean'])} points, 95% interval {_ci(g['ci95'])} ({how}{model}). "
+        lines += [f"- **{lab}**: gap {fmt(g['mean'])} points, 95% interval {_ci(g['ci95'])} ({how}{model}). "
               f"**Verdict: {g['verdict']}**" + _confound(g)]
-    return L + [""]
+    return lines + [""]
 
 
 def _rank_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> list[str]:
-    L = ["## Accuracy vs nuclear norm of the final features", ""]
+    lines = ["## Accuracy vs nuclear norm of the final features", ""]
     if figs.get("rank"):
-        L += ["Nuclear norm of the last block's output, mean over repeats, in two forms: `raw` = sum of singular "
+        lines += ["Nuclear norm of the last block's output, mean over repeats, in two forms: `raw` = sum of singular "
               "values / largest, `normalised` = raw / width. Pearson and Spearman with accuracy over the specs of "
               "each search; `partial` = the correlation after removing from both the least-squares linear fit on "
               "the final width and params (`partial_rho` the same on ranks); `rho_width` = Spearman of the "
@@ -189,20 +190,20 @@ def _rank_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> l
                      **{k: fmt(a["rank"][name].get(v), 3) for k, v in cols},
                      note="" if a["rank"][name]["available"] else "not recorded")
                 for lab, a in results.items() for name in ("normalised", "raw")]
-        L += _table(rows)
+        lines += _table(rows)
         no_raw = [lab for lab, a in results.items() if a["rank"]["available"] and not a["rank"]["raw"]["available"]]
         if no_raw:
-            L += [f"The raw nuclear norm was not recorded in {', '.join(no_raw)} (a store written before trials "
+            lines += [f"The raw nuclear norm was not recorded in {', '.join(no_raw)} (a store written before trials "
                   f"recorded nuclear_norm_raw); only the width-normalised one is reported there.", ""]
     missing = [lab for lab, a in results.items() if not a["rank"]["available"]]
     if missing:
-        L += [f"Rank measures were not recorded for {', '.join(missing)} (search run with rank_images = 0)"
+        lines += [f"Rank measures were not recorded for {', '.join(missing)} (search run with rank_images = 0)"
               + ("; plot skipped." if not figs.get("rank") else "."), ""]
-    return L
+    return lines
 
 
 def _noise_section(results: dict[str, dict[str, Any]]) -> list[str]:
-    L = ["## Noise: repeats vs trials", "",
+    lines = ["## Noise: repeats vs trials", "",
          "Repeat r trains every spec with the same seed, so seed is a crossed factor. One-way: `within` = pooled "
          "(RMS: sqrt of the df-weighted mean variance) SD across repeats of a spec, seed ignored; `between` = SD "
          "of the spec means; `noise_share` = within-variance / repeats / between-variance. Two-way: the additive "
@@ -224,67 +225,90 @@ def _noise_section(results: dict[str, dict[str, Any]]) -> list[str]:
                          resid=fmt(two.get("residual_sd")), seed_sd=fmt(two.get("seed_sd")),
                          two_way_share=fmt(two.get("noise_share")), spearman_r0_r1=fmt(nz["spearman_r0_r1"])))
     if rows:
-        L += _table(rows)
+        lines += _table(rows)
     for lab, a in results.items():
         nz = a["noise"]
         if not nz["available"]:
-            L += [f"- **{lab}**: not measured: {nz['reason']}.", ""]
+            lines += [f"- **{lab}**: not measured: {nz['reason']}.", ""]
             continue
         two = nz["two_way"]
         extra = (f" The two-way model uses {two['specs']} specs with every one of seeds {two['seeds']}"
                  + (f" ({two['dropped_specs']} spec(s) with missing repeats left out)" if two["dropped_specs"] else "")
                  + f"; seed effects {two['seed_effects']}." if two["available"] else f" Two-way: {two['reason']}.")
-        L += [f"- **{lab}**: {nz['pairs']} specs with repeats 0 and 1.{extra} **Verdict: {nz['verdict']}.**", ""]
-    return L
+        lines += [f"- **{lab}**: {nz['pairs']} specs with repeats 0 and 1.{extra} **Verdict: {nz['verdict']}.**", ""]
+    return lines
 
 
 # -- the report ----------------------------------------------------------------------------
 def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
-    L: list[str] = ["# Channel-configuration search analysis", ""]
-    L += ["Files: [trials.csv](trials.csv) (one row per trial), [specs.csv](specs.csv) (one row per spec), "
-          "[analysis.json](analysis.json) (every number below).", "",
-          "A spec's accuracy is the mean over its done repeats of the primary accuracy: `test_top1` (the full "
-          "10,000-image test set at the end of the trial) when every done trial of the search recorded it, else "
-          "`best_val_top1` (older stores). Failed and unfinished trials are excluded from every statistic.", ""]
-    L += [f"- **{lab}**: primary accuracy `{a['accuracy']['key']}`: {a['accuracy']['description']}."
-          for lab, a in results.items()]
-    L += ["", "## Searches", ""]
-    L += _table([dict(search=lab, dir=a["dir"], data=a["preset"].get("data"), epochs=a["preset"].get("epochs"),
-                     repeats=a["preset"].get("repeats"), done=a["counts"]["done"], failed=a["counts"]["failed"],
-                     unfinished=a["counts"]["pending"] + a["counts"]["running"], specs=a["n_specs"],
-                     samples=a["n_samples"]) for lab, a in results.items()])
-    if any(a["counts"]["pending"] + a["counts"]["running"] for a in results.values()):
-        L += ["Some searches are unfinished: the numbers cover the trials done so far.", ""]
+    lines = _intro_section(results) + _groups_section(results, figs)
+    lines += _shape_section(results, figs)
+    lines += _family_section(results)
+    lines += _table3_section(results)
+    lines += ["## Best and worst configurations", ""]
+    lines += _table([dict(search=lab, which=w, kind=a[w]["kind"], family=a[w]["family"], acc=fmt(a[w]["acc_mean"]),
+                          repeats=a[w]["n"], mmacs=fmt(a[w]["macs"] / 1e6), widths=_widths(a[w]["widths"]))
+                     for lab, a in results.items() for w in ("best", "worst")])
+    lines += _ab_section(results)
+    lines += ["## Error EDFs", "", "pycls style: error = 100 - mean top-1 of each sampled model, sorted; "
+              "y = fraction of models with at most that error.", "", f"![error EDF]({figs['edf']})", ""]
+    lines += _rank_section(results, figs)
+    lines += ["## Fig. 4: top-group widths across searches", "",
+              "Mean widths of each search's top group against block index / (depth - 1).", "",
+              f"![top-group widths]({figs['fig4']})", ""]
+    lines += _noise_section(results)
+    lines += _failed_section(results)
+    return "\n".join(lines) + "\n"
 
-    L += ["## Groups: top, middle and bottom 10% of the sampled models", "", f"Rule: {GROUP_RULE}.", ""]
+
+def _intro_section(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = ["# Channel-configuration search analysis", ""]
+    lines += ["Files: [trials.csv](trials.csv) (one row per trial), [specs.csv](specs.csv) (one row per spec), "
+              "[analysis.json](analysis.json) (every number below).", "",
+              "A spec's accuracy is the mean over its done repeats of the primary accuracy: `test_top1` (the full "
+              "10,000-image test set at the end of the trial) when every done trial of the search recorded it, "
+              "else `best_val_top1` (older stores). Failed and unfinished trials are excluded from every "
+              "statistic.", ""]
+    lines += [f"- **{lab}**: primary accuracy `{a['accuracy']['key']}`: {a['accuracy']['description']}."
+              for lab, a in results.items()]
+    lines += ["", "## Searches", ""]
+    lines += _table([dict(search=lab, dir=a["dir"], data=a["preset"].get("data"), epochs=a["preset"].get("epochs"),
+                          repeats=a["preset"].get("repeats"), done=a["counts"]["done"],
+                          failed=a["counts"]["failed"], unfinished=a["counts"]["pending"] + a["counts"]["running"],
+                          specs=a["n_specs"], samples=a["n_samples"]) for lab, a in results.items()])
+    if any(a["counts"]["pending"] + a["counts"]["running"] for a in results.values()):
+        lines += ["Some searches are unfinished: the numbers cover the trials done so far.", ""]
+    return lines
+
+
+def _groups_section(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> list[str]:
+    """The group rule, Fig. 2 and the groups' linear fits."""
+    lines = ["## Groups: top, middle and bottom 10% of the sampled models", "", f"Rule: {GROUP_RULE}.", ""]
     for lab, a in results.items():
         if not a["n_samples"]:
-            L += [f"- **{lab}**: no sampled model is done yet; only the references can be reported.", ""]
+            lines += [f"- **{lab}**: no sampled model is done yet; only the references can be reported.", ""]
         if a["groups_overlap"]:
-            L += [f"- **{lab}**: only {a['n_samples']} sampled model(s) for groups of {a['group_size']}, so the "
-                  f"groups overlap (the same model can be in two groups); read them as anecdotes.", ""]
-
-    L += ["## Fig. 2: width per block of the top, middle and bottom models", "",
-          "Mean width per group (line; the paper's colours: top red, middle blue, bottom green), ±1 std across "
-          "the group's models (error bars), min-max (band), the linear (ReXNet) and stage-wise (MobileNetV2) "
-          "references dashed.", ""]
+            lines += [f"- **{lab}**: only {a['n_samples']} sampled model(s) for groups of {a['group_size']}, so "
+                      f"the groups overlap (the same model can be in two groups); read them as anecdotes.", ""]
+    lines += ["## Fig. 2: width per block of the top, middle and bottom models", "",
+              "Mean width per group (line; the paper's colours: top red, middle blue, bottom green), ±1 std across "
+              "the group's models (error bars), min-max (band), the linear (ReXNet) and stage-wise (MobileNetV2) "
+              "references dashed.", ""]
     for lab in results:
-        L += [f"![{lab}]({figs['fig2'][lab]})", ""]
+        lines += [f"![{lab}]({figs['fig2'][lab]})", ""]
+    lines += ["## Linear fit of the widths", "",
+              "Least squares of each group's mean widths against the 0-based block index i "
+              "(intercept = fitted width of block 0). The paper's finding: the best models grow linearly "
+              "(top R² close to 1). `model R²` is the mean of the per-model fits, which a mean of "
+              "staircases cannot fake.", ""]
+    lines += _table([dict(search=lab, group=g, n=a["groups"][g]["n"], slope=fmt(a["groups"][g]["fit"]["slope"], 3),
+                          intercept=fmt(a["groups"][g]["fit"]["intercept"], 2),
+                          r2=fmt(a["groups"][g]["fit"]["r2"], 4), model_r2=fmt(a["groups"][g]["mean_model_r2"], 4))
+                     for lab, a in results.items() for g in GROUPS if a["groups"][g]["n"]])
+    return lines
 
-    L += ["## Linear fit of the widths", "",
-          "Least squares of each group's mean widths against the 0-based block index i "
-          "(intercept = fitted width of block 0). The paper's finding: the best models grow linearly "
-          "(top R² close to 1). `model R²` is the mean of the per-model fits, which a mean of "
-          "staircases cannot fake.", ""]
-    L += _table([dict(search=lab, group=g, n=a["groups"][g]["n"], slope=fmt(a["groups"][g]["fit"]["slope"], 3),
-                     intercept=fmt(a["groups"][g]["fit"]["intercept"], 2),
-                     r2=fmt(a["groups"][g]["fit"]["r2"], 4), model_r2=fmt(a["groups"][g]["mean_model_r2"], 4))
-                for lab, a in results.items() for g in GROUPS if a["groups"][g]["n"]])
 
-    L += _shape_section(results, figs)
-    L += _family_section(results)
-
-    L += ["## Table 3: accuracy and complexity per group", ""]
+def _table3_section(results: dict[str, dict[str, Any]]) -> list[str]:
     rows = []
     for lab, a in results.items():
         for g in GROUPS:
@@ -297,36 +321,20 @@ def _report(results: dict[str, dict[str, Any]], figs: dict[str, Any]) -> str:
             if ref:
                 rows.append(dict(search=lab, group=f"{kind} ref", n=1, acc=_pm(ref["acc_mean"], ref["acc_std"]),
                                  mmacs=fmt(ref["macs"] / 1e6), params_m=fmt(ref["params"] / 1e6, 3)))
-    L += _table(rows) + ["`acc` = mean ± std over the group's models (reference rows: over repeats).", ""]
+    return (["## Table 3: accuracy and complexity per group", ""] + _table(rows)
+            + ["`acc` = mean ± std over the group's models (reference rows: over repeats).", ""])
 
-    L += ["## Best and worst configurations", ""]
-    L += _table([dict(search=lab, which=w, kind=a[w]["kind"], family=a[w]["family"], acc=fmt(a[w]["acc_mean"]),
-                      repeats=a[w]["n"],
-                     mmacs=fmt(a[w]["macs"] / 1e6), widths=_widths(a[w]["widths"]))
-                for lab, a in results.items() for w in ("best", "worst")])
 
-    L += _ab_section(results)
-
-    L += ["## Error EDFs", "", "pycls style: error = 100 - mean top-1 of each sampled model, sorted; "
-          "y = fraction of models with at most that error.", "", f"![error EDF]({figs['edf']})", ""]
-
-    L += _rank_section(results, figs)
-
-    L += ["## Fig. 4: top-group widths across searches", "",
-          "Mean widths of each search's top group against block index / (depth - 1).", "",
-          f"![top-group widths]({figs['fig4']})", ""]
-
-    L += _noise_section(results)
-
-    L += ["## Failed trials", ""]
+def _failed_section(results: dict[str, dict[str, Any]]) -> list[str]:
     failed = [dict(search=lab, **f, error_line=(f["error"].splitlines() or [""])[-1][:120])
               for lab, a in results.items() for f in a["failed"]]
-    L += (_table([{k: f[k] for k in ("search", "key", "kind", "repeat", "error_line")} for f in failed])
-          + ["Excluded from every statistic. `rexnet search run` on the same directory retries each failed "
-             f"trial that has had fewer than `--max-attempts` attempts (default {SearchSettings.max_attempts}); "
-             "`--no-retry` leaves them failed."]
-          if failed else ["None."])
-    return "\n".join(L) + "\n"
+    if not failed:
+        return ["## Failed trials", "", "None."]
+    return (["## Failed trials", ""]
+            + _table([{k: f[k] for k in ("search", "key", "kind", "repeat", "error_line")} for f in failed])
+            + ["Excluded from every statistic. `rexnet search run` on the same directory retries each failed "
+               f"trial that has had fewer than `--max-attempts` attempts (default {SearchSettings.max_attempts}); "
+               "`--no-retry` leaves them failed."])
 
 
 # -- the entry point -----------------------------------------------------------------------

@@ -24,13 +24,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
+from ..cores import available_cores
 from ..models.build import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
            "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "TorchvisionSet", "IMAGE_EXTENSIONS",
-           "default_data_root", "best_real_dataset", "decode_error_reason", "available_cores",
+           "default_data_root", "best_real_dataset", "decode_error_reason",
            "resolve_workers"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -515,14 +516,6 @@ def balanced_subset(ds: Dataset, n: int | None) -> Dataset:
     sub = Subset(ds, sorted(idx[:n]))
     sub.classes = getattr(ds, "classes", None)  # type: ignore[attr-defined]
     return sub
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def resolve_workers(workers: int | str | None, cap: int = 8) -> int:

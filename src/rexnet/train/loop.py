@@ -38,9 +38,9 @@ import torch.distributed as tdist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..io import append_jsonl, read_jsonl, write_json, write_text
+from ..io import append_jsonl, check_writable, read_jsonl, refuse_other_settings, write_json, write_text
 from ..spec import NetSpec
-from .checkpoint import check_writable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import resolve_workers
 from .distributed import Dist, GlobalBatchSampler, setup_distributed
 from .evaluate import make_eval_loader
@@ -254,20 +254,18 @@ def _same_network(a: dict[str, Any], b: dict[str, Any]) -> bool:
         return all(a[k] == b[k] for k in a.keys() & b.keys())
 
 
-def _check_resume(saved: dict[str, Any], cfg: Recipe, saved_identity: dict, identity: dict) -> dict[str, tuple]:
-    """Refuse a resume with other settings than :data:`RESUMABLE_CHANGES`; return those that
-    changed as ``{field: (old, new)}``."""
+def _check_resume(out: Path, saved: dict[str, Any], cfg: Recipe, saved_identity: dict,
+                  identity: dict) -> dict[str, tuple]:
+    """Refuse a resume with other settings than :data:`RESUMABLE_CHANGES` (the one run-folder
+    rule of :func:`rexnet.io.refuse_other_settings`); return those that changed as
+    ``{field: (old, new)}``."""
     changed = {k: (saved[k], v) for k, v in cfg.to_dict().items() if k in saved and saved[k] != v}
-    refused = sorted(changed.keys() - RESUMABLE_CHANGES)
-    if refused:
-        diffs = ", ".join(f"{k}: {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
-        allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"model"}))
-        raise ValueError(f"cannot resume: the run was started with other settings ({diffs}); only {allowed} "
-                         f"may change on resume. Use the same settings, --overwrite to start the run again, "
-                         f"or a new --out directory")
+    refused = {k: changed[k] for k in sorted(changed.keys() - RESUMABLE_CHANGES)}
     if not _same_network(saved_identity, identity):
-        raise ValueError("cannot resume: the checkpoint's network differs from this model; use --overwrite "
-                         "to start the run again, or a new --out")
+        refused["network"] = ("the checkpoint's", "a different one")
+    allowed = ", ".join(sorted(RESUMABLE_CHANGES - {"model"}))
+    refuse_other_settings(out, "run", refused,
+                          to_continue=f"resume it with the same settings (only {allowed} may change on resume)")
     return changed
 
 
@@ -355,7 +353,7 @@ class _Run:
     # -- checkpoints ------------------------------------------------------------
     def resume(self) -> None:
         ck = load_checkpoint(self.last)
-        changed = _check_resume(ck["config"], self.cfg, ck["spec"], self.identity)
+        changed = _check_resume(self.out, ck["config"], self.cfg, ck["spec"], self.identity)
         if len(ck["per_rank"]) != self.dist.world:
             raise ValueError(f"cannot resume: the run had {len(ck['per_rank'])} processes, now {self.dist.world}")
         self.core.load_state_dict(ck["model"])
@@ -516,14 +514,14 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
     step with ``last.pt`` written and raise :class:`TrainingStopped`.
 
     The network is ``spec`` when given (its classifier resized to the data's classes
-    and the stride plan applied from ``cfg.input_size``), else ``cfg.model`` (a zoo
-    name, NetSpec file or checkpoint), resolved by :func:`rexnet.create_model`.
+    and the stride plan applied from ``cfg.input_size``; ``cfg.model`` is then not read),
+    else ``cfg.model`` (a zoo name, NetSpec file or checkpoint: the command line's
+    ``--model``), resolved by :func:`rexnet.create_model`.  ``cfg`` is recorded as given;
+    config.yaml names the network trained as ``network``.
     ``task`` is what is trained (default: image classification).
     """
     task = task or ClassificationTask()
     cfg.validate()
-    if spec is not None:
-        cfg = dataclasses.replace(cfg, model=spec.name)
     dist = setup_distributed(cfg.device)
     out = Path(out_dir)
     _prepare_out(out, resume, overwrite, dist.is_main)
@@ -539,7 +537,8 @@ def train(cfg: Recipe, out_dir: str | Path, spec: NetSpec | None = None, resume:
         log.info("no checkpoint at %s: starting fresh", run.last)
     metrics = _Metrics(out / "metrics.jsonl", st.epoch, dist.is_main)
     if dist.is_main:
-        save_config(cfg, out / "config.yaml", {"num_classes_resolved": run.data.num_classes,
+        save_config(cfg, out / "config.yaml", {"network": run.identity.get("name", cfg.model),
+                                               "num_classes_resolved": run.data.num_classes,
                                                "world_size": dist.world, "classes": run.data.classes[:1000]})
         write_json(run.identity, out / "spec.json")
     writer = _tensorboard(out) if cfg.tensorboard and dist.is_main else None

@@ -1,4 +1,4 @@
-"""Reports read NetSpecs: the zoo table, per-block tables and channel-width plots."""
+"""Tables and plots that read NetSpecs: the zoo table, per-block tables and channel-width plots."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""The search's durable record: one SQLite file that travels with the results.
+"""The durable record of a body of trials (a search, an experiment): one SQLite file that
+travels with the results.
 
 A trial is one (spec, repeat).  Workers *claim* trials in a write transaction
 (``BEGIN IMMEDIATE``), so two workers never run the same trial; finished trials are
@@ -17,7 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["Store", "StoreError", "corrupt_message", "extends_protocol", "worker_id"]
+from ..io import changed_settings, refuse_other_settings
+
+__all__ = ["Store", "StoreError", "STORE_NAME", "corrupt_message", "extends_protocol", "worker_id"]
+
+STORE_NAME = "search.db"   # the file in a results folder (its name predates experiments, which use it too)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,11 +149,9 @@ class Store:
             if old is None or (old != protocol and extends_protocol(old, protocol)):
                 self.set_meta("protocol", protocol)
                 return
-        if old != protocol:
-            diff = sorted(k for k in set(old) | set(protocol) if old.get(k) != protocol.get(k))
-            raise StoreError(f"{self.path} holds a search with a different protocol ({', '.join(diff)} "
-                             f"differ: {[(k, old.get(k), protocol.get(k)) for k in diff]}); use another "
-                             f"--out, or rerun with the original settings to resume")
+        refuse_other_settings(self.path.parent, "search", changed_settings(old, protocol),
+                              to_continue="rerun with the original settings to resume it", replace_flag=None,
+                              error=StoreError)
 
     def add(self, trials: Iterable[dict[str, Any]]) -> int:
         """Insert trials that are not there yet (by key); returns how many were new."""

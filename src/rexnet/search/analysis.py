@@ -2,8 +2,9 @@
 groups with their linear fits and shape statistics (permutation-tested against the whole
 sample), the sampled shape families, the linear vs stage-wise A/B with a 95% interval,
 repeat noise (one-way and two-way spec x seed), the nuclear norm's correlations (raw and
-width-normalised, plain and partial) and error EDFs.  Pure numpy on the trial records of
-a :class:`~rexnet.search.store.Store`; no files, no matplotlib, no scipy.
+width-normalised, plain and partial) and error EDFs, on the trial records of a
+:class:`~rexnet.trials.Store`; intervals, tests and correlations come from
+:mod:`rexnet.stats`.  No files, no matplotlib.
 
 A spec's accuracy is the mean over its done repeats of the *primary accuracy*
 (:func:`accuracy_key`): ``test_top1`` (the full test set at the end of the trial) when
@@ -28,9 +29,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..stats import gap_interval, interval_verdict, partial_corr, pearson, ranks, sample_sd, spearman, subset_mean_pvalues
+
 __all__ = ["GROUP_RULE", "GROUPS", "SHAPE_STATS", "PERMUTATIONS", "accuracy_key", "trial_family", "shape_stats",
-           "split_groups", "permutation_pvalues", "one_way_noise", "two_way_noise", "gap_interval", "gap_verdict",
-           "partial_corr", "nuclear_correlations", "t975", "analyze_search", "error_edf", "fmt"]
+           "split_groups", "one_way_noise", "two_way_noise", "nuclear_correlations", "analyze_search", "error_edf",
+           "fmt"]
 
 GROUP_RULE = ("sampled specs sorted by mean accuracy over repeats, best first (ties by spec hash); "
               "k = max(1, floor(n/10 + 1/2)); top = the first k; middle = the k starting at 0-based rank "
@@ -57,38 +60,6 @@ PERMUTATION_SEED = 0
 MIN_PARTIAL_POINTS = 5   # two controls and an intercept leave at least two degrees of freedom
 
 
-# -- small statistics (no scipy) -----------------------------------------------------------
-def _std(xs: Sequence[float]) -> float | None:
-    """Sample std (ddof=1); None for fewer than two values."""
-    return float(np.std(xs, ddof=1)) if len(xs) >= 2 else None
-
-
-def _ranks(xs: Sequence[float]) -> np.ndarray:
-    """Ranks 0..n-1, ties sharing their average rank (what Spearman needs)."""
-    xs = np.asarray(xs, dtype=float)
-    order = np.argsort(xs, kind="stable")
-    ranks = np.empty(len(xs))
-    i = 0
-    while i < len(xs):
-        j = i
-        while j + 1 < len(xs) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2
-        i = j + 1
-    return ranks
-
-
-def _pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 3 or x.std() < 1e-12 * max(1.0, abs(x).max()) or y.std() < 1e-12 * max(1.0, abs(y).max()):
-        return None   # undefined for constants; meaningless for two points
-    return float(np.corrcoef(x, y)[0, 1])
-
-
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    return _pearson(_ranks(x), _ranks(y)) if len(x) >= 3 else None
-
-
 def _fit(widths: Sequence[float]) -> dict[str, float]:
     """Least-squares line of widths against the 0-based block index, with R²."""
     y = np.asarray(widths, float)
@@ -113,50 +84,6 @@ def _rms(variances: Sequence[float], dfs: Sequence[float] | None = None) -> floa
     """Pooled SD: sqrt of the (df-weighted) mean variance."""
     w = np.ones(len(variances)) if dfs is None else np.asarray(dfs, float)
     return float(math.sqrt(float(np.dot(w, variances)) / float(w.sum())))
-
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta (modified Lentz)."""
-    tiny, h = 1e-300, 1.0
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        for aa in (m * (b - m) * x / ((a - 1.0 + 2 * m) * (a + 2 * m)),
-                   -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 1.0 + 2 * m))):
-            d = 1.0 + aa * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + aa / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _betai(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b)."""
-    if x <= 0.0 or x >= 1.0:
-        return 0.0 if x <= 0.0 else 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
-
-
-def t975(df: float) -> float:
-    """Student-t 97.5% quantile for any (also fractional, Welch) df > 0, by bisection on
-    the exact tail 0.5 * I_{df/(df+t²)}(df/2, 1/2) = 0.025."""
-    if not df > 0:
-        raise ValueError(f"t975 needs df > 0, got {df}")
-    lo, hi = 0.0, 1e4
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if 0.5 * _betai(df / 2, 0.5, df / (df + mid * mid)) > 0.025:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
 
 
 def _r(x: float | None, nd: int = 4) -> float | None:
@@ -226,7 +153,7 @@ def _aggregate(trials: list[dict[str, Any]], acc_key: str) -> list[dict[str, Any
                           macs=ts[0]["macs"], params=ts[0]["params"], n=len(ts),
                           accs={t["repeat"]: a for t, a in zip(ts, accs)},
                           by_seed={int(t["seed"]): a for t, a in zip(ts, accs)},
-                          acc_mean=float(np.mean(accs)), acc_std=_std(accs),
+                          acc_mean=float(np.mean(accs)), acc_std=sample_sd(accs),
                           nuclear_norm=mean_of("nuclear_norm"), nuclear_norm_raw=mean_of("nuclear_norm_raw"),
                           shape=shape_stats(ts[0]["widths"])))
     return specs
@@ -244,26 +171,6 @@ def split_groups(samples: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     return dict(top=desc[:k], middle=desc[m:m + k], bottom=desc[n - k:])
 
 
-def permutation_pvalues(values: np.ndarray | Sequence[float], members: Sequence[int], n_perm: int = PERMUTATIONS,
-                        seed: int = PERMUTATION_SEED) -> np.ndarray:
-    """Two-sided permutation p-value of the mean of ``values[members]`` against the whole
-    sample, per column: the share of ``n_perm`` random subsets of the same size (drawn
-    without replacement, fixed seed) whose mean is at least as far from the sample mean,
-    counted as (1 + hits) / (1 + n_perm)."""
-    v = np.asarray(values, float)
-    v = v[:, None] if v.ndim == 1 else v
-    n, k = len(v), len(members)
-    if not 0 < k <= n:
-        raise ValueError(f"permutation test needs 1..{n} members, got {k}")
-    idx = np.random.default_rng(seed).random((n_perm, n)).argsort(axis=1)[:, :k]
-    null = v[idx].mean(axis=1)                       # (n_perm, columns)
-    center = v.mean(axis=0)
-    obs = v[list(members)].mean(axis=0)
-    tol = 1e-9 * np.maximum(1.0, np.abs(v).max(axis=0))
-    hits = (np.abs(null - center) >= np.abs(obs - center) - tol).sum(axis=0)
-    return (1 + hits) / (1 + n_perm)
-
-
 def _shape_table(samples: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Mean shape statistics (and params) of the whole sample and of each group, with each
     group's permutation p-value against the whole sample."""
@@ -279,7 +186,7 @@ def _shape_table(samples: list[dict[str, Any]], groups: dict[str, list[dict[str,
                                                            [None] * len(cols))})
     for g, members in groups.items():
         idx = [pos[s["spec_hash"]] for s in members]
-        p = permutation_pvalues(v, idx)
+        p = subset_mean_pvalues(v, idx)
         out[g] = dict(n=len(idx), mean={c: _r(m, 4 if c != "params" else 0) for c, m in zip(cols, v[idx].mean(0))},
                       p={c: _r(x, 4) for c, x in zip(cols, p)})
     return out
@@ -308,7 +215,7 @@ def _group_stats(members: list[dict[str, Any]]) -> dict[str, Any]:
     std_w = w.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(w.shape[1])
     return dict(n=len(members), members=[s["spec_hash"] for s in members],
                 families=[s["family"] for s in members],
-                acc_mean=_r(np.mean(accs)), acc_std=_r(_std(accs)),
+                acc_mean=_r(np.mean(accs)), acc_std=_r(sample_sd(accs)),
                 macs_mean=_r(np.mean([s["macs"] for s in members]), 1),
                 params_mean=_r(np.mean([s["params"] for s in members]), 1),
                 mean_widths=[_r(v, 3) for v in mean_w], std_widths=[_r(v, 3) for v in std_w],
@@ -390,7 +297,7 @@ def _noise(specs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
     two = two_way_noise({s["spec_hash"]: s["by_seed"] for s in specs})
     multi = [s for s in specs if s["n"] >= 2]
     pairs = [(s["accs"][0], s["accs"][1]) for s in multi if 0 in s["accs"] and 1 in s["accs"]]
-    rho = _spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else None
+    rho = spearman([a for a, _ in pairs], [b for _, b in pairs]) if len(pairs) >= 3 else None
     model, share, sem = ("two-way", two["noise_share"], two["sem"]) if two else \
         ("one-way", one["noise_share"], one["sem"])
     if share >= 0.5:
@@ -415,38 +322,6 @@ def _noise(specs: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
 
 
 # -- the A/B --------------------------------------------------------------------------------
-def gap_interval(a: Mapping[int, float], b: Mapping[int, float], fallback_sd: float | None = None,
-                 fallback_df: float | None = None) -> dict[str, Any]:
-    """Mean of ``a`` minus mean of ``b`` (accuracies by seed) with a 95% t-interval: paired
-    by seed when both have the same >= 2 seeds; else Welch when both have >= 2 values; else
-    with a pooled repeat-noise SD (``fallback_sd`` on ``fallback_df`` degrees of freedom)."""
-    va, vb = np.array(list(a.values()), float), np.array(list(b.values()), float)
-    out: dict[str, Any] = dict(mean=float(va.mean() - vb.mean()) if len(va) and len(vb) else None)
-    if out["mean"] is None:
-        return dict(out, method=None, se=None, df=None, ci95=None)
-    if set(a) == set(b) and len(a) >= 2:
-        d = np.array([a[s] - b[s] for s in sorted(a)])
-        se, df, method = float(d.std(ddof=1) / math.sqrt(len(d))), float(len(d) - 1), "paired by seed"
-    elif len(va) >= 2 and len(vb) >= 2:
-        qa, qb = va.var(ddof=1) / len(va), vb.var(ddof=1) / len(vb)
-        se = float(math.sqrt(qa + qb))
-        df = float((qa + qb) ** 2 / (qa ** 2 / (len(va) - 1) + qb ** 2 / (len(vb) - 1))) if qa + qb > 0 else math.inf
-        method = "welch"
-    elif fallback_sd is not None and fallback_df:
-        se, df, method = fallback_sd * math.sqrt(1 / len(va) + 1 / len(vb)), float(fallback_df), "pooled noise"
-    else:
-        return dict(out, method=None, se=None, df=None, ci95=None)
-    half = (t975(df) if math.isfinite(df) else 1.959964) * se
-    return dict(out, method=method, se=se, df=df, ci95=[out["mean"] - half, out["mean"] + half])
-
-
-def gap_verdict(ci: list[float] | None) -> str:
-    """The paper's thesis (linear beats stage-wise) against the gap's 95% interval."""
-    if ci is None:
-        return "inconclusive"
-    return "holds" if ci[0] > 0 else "contradicted" if ci[1] < 0 else "inconclusive"
-
-
 def _ab(specs: list[dict[str, Any]], samples: list[dict[str, Any]], noise: dict[str, Any]) -> dict[str, Any]:
     pop = [s["acc_mean"] for s in samples]
     refs = {kind: next((s for s in specs if s["kind"] == kind), None) for kind in ("linear", "stagewise")}
@@ -472,25 +347,12 @@ def _ab(specs: list[dict[str, Any]], samples: list[dict[str, Any]], noise: dict[
     off = lambda ratio, tol: bool(ratio is not None and abs(ratio - 1) > tol)  # noqa: E731
     out["gap"] = dict(mean=_r(g["mean"]), method=g["method"], se=_r(g["se"]), df=_r(g["df"], 2),
                       ci95=[_r(c) for c in g["ci95"]] if g["ci95"] else None, se_two_way_model=_r(se_model),
-                      verdict=gap_verdict(g["ci95"]), confounded_by_params=off(out["params_ratio"], 0.03),
+                      verdict=interval_verdict(g["ci95"]), confounded_by_params=off(out["params_ratio"], 0.03),
                       confounded_by_macs=off(out["macs_ratio"], 0.01))
     return out
 
 
 # -- the nuclear norm -----------------------------------------------------------------------
-def partial_corr(x: Sequence[float], y: Sequence[float], controls: Sequence[Sequence[float]]) -> float | None:
-    """Pearson correlation of ``x`` and ``y`` after removing from each its least-squares
-    linear fit on the ``controls`` (with an intercept).  None when fewer than
-    len(controls) + 3 points or a residual is constant."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < len(controls) + 3:
-        return None
-    design = np.column_stack([np.ones(len(x))] + [np.asarray(c, float) for c in controls])
-    design = design / np.maximum(np.abs(design).max(axis=0), 1e-300)   # params ~1e6 next to widths ~1e2
-    res = lambda v: v - design @ np.linalg.lstsq(design, v, rcond=None)[0]  # noqa: E731
-    return _pearson(res(x), res(y))
-
-
 def nuclear_correlations(points: list[dict[str, Any]], key: str) -> dict[str, Any]:
     """Pearson / Spearman of accuracy with one nuclear-norm measure (``key``), the partial
     correlations controlling the final width and params (on values and on ranks), and the
@@ -504,11 +366,11 @@ def nuclear_correlations(points: list[dict[str, Any]], key: str) -> dict[str, An
     width = [p["widths"][-1] for p in pts]
     params = [p["params"] for p in pts]
     ok = len(pts) >= MIN_PARTIAL_POINTS
-    return dict(available=True, points=len(pts), pearson=_r(_pearson(m, acc)), spearman=_r(_spearman(m, acc)),
+    return dict(available=True, points=len(pts), pearson=_r(pearson(m, acc)), spearman=_r(spearman(m, acc)),
                 partial_pearson=_r(partial_corr(m, acc, [width, params])) if ok else None,
-                partial_spearman=_r(partial_corr(_ranks(m), _ranks(acc), [_ranks(width), _ranks(params)]))
+                partial_spearman=_r(partial_corr(ranks(m), ranks(acc), [ranks(width), ranks(params)]))
                 if ok else None,
-                spearman_vs_width=_r(_spearman(m, width)), spearman_vs_params=_r(_spearman(m, params)))
+                spearman_vs_width=_r(spearman(m, width)), spearman_vs_params=_r(spearman(m, params)))
 
 
 def _rank(specs: list[dict[str, Any]]) -> dict[str, Any]:
