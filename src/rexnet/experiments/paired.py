@@ -54,6 +54,7 @@ class ExperimentSettings:
     epochs: int | None = None            # training epochs per run
     train_subset: int | None = None      # training images, class-balanced (0 = all 50,000)
     val_subset: int | None = None        # validation images per epoch (picks the best epoch; 0 = all)
+    holdout: int | None = None           # validate on N held-out training images, never on the test split (0 = off)
     test_images: int | None = None       # final test images, class-balanced (0 = all 10,000: the primary metric)
     batch_size: int | None = None        # batch size (lr scales with it)
     rank_images: int | None = None       # images for the final-feature nuclear norm (0 = skip)
@@ -91,7 +92,7 @@ class ExperimentSettings:
         """What every run of the experiment trains with (no early stopping: each run trains its epochs)."""
         return TrialPlan(data=self.data, epochs=self.epochs, batch_size=self.batch_size or 128,
                          train_subset=self.train_subset or None, val_subset=self.val_subset or None,
-                         early_stop_patience=0, test_images=self.test_images or None,
+                         holdout=self.holdout or 0, early_stop_patience=0, test_images=self.test_images or None,
                          rank_images=self.rank_images or 0, device=self.device)
 
     def run_options(self) -> RunOptions:
@@ -163,7 +164,8 @@ def arms_protocol(name: str, arms: list[Arm], s: ExperimentSettings) -> dict[str
     return dict(experiment=name, data=s.data, seed=s.seed, epochs=s.epochs, train_subset=s.train_subset or None,
                 val_subset=s.val_subset or None, test_images=s.test_images or None,
                 batch_size=s.batch_size, rank_images=s.rank_images or 0, device=s.device,
-                arms={a.name: a.spec.hash() for a in arms})
+                arms={a.name: a.spec.hash() for a in arms},
+                **({"holdout": s.holdout} if s.holdout else {}))   # only when set: older stores keep their protocol
 
 
 def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overwrite: bool = False,

@@ -14,8 +14,11 @@ __all__ = ["primary_metric", "write_outputs"]
 def primary_metric(s) -> str:
     """What the experiment compares, in words, for these settings."""
     n = f"the first {s.test_images:,} class-balanced" if s.test_images else "all 10,000"
-    return (f"final top-1 (%) on {n} CIFAR-10 test images (BN folded), of the weights of the best epoch by "
-            f"validation top-1 on {s.val_subset or 'all'} test images")
+    held = getattr(s, "holdout", None)
+    chosen = (f"validation top-1 on {s.val_subset or 'all'} of {held:,} training images held out (the test "
+              f"split is read once, for this score)" if held else
+              f"validation top-1 on {s.val_subset or 'all'} test images")
+    return f"final top-1 (%) on {n} CIFAR-10 test images (BN folded), of the weights of the best epoch by {chosen}"
 
 
 def _ci(ci) -> str:

@@ -39,7 +39,7 @@ def reference_arms(preset: str) -> list[Arm]:
 def search_settings(s: ExperimentSettings) -> SearchSettings:
     """The search an experiment's settings describe (its preset, sampled models and seeds)."""
     return SearchSettings(preset=s.preset, data=s.data, trials=s.trials, epochs=s.epochs, repeats=s.seeds,
-                          seed=s.seed, train_subset=s.train_subset, val_subset=s.val_subset,
+                          seed=s.seed, train_subset=s.train_subset, val_subset=s.val_subset, holdout=s.holdout or 0,
                           batch_size=s.batch_size, early_stop_patience=0, test_images=s.test_images or None,
                           rank_images=s.rank_images or 0, device=s.device, workers=s.resolved_workers, ray=s.ray,
                           ray_address=s.ray_address, cpus_per_trial=s.cpus_per_trial,

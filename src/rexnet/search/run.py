@@ -36,6 +36,7 @@ class SearchSettings:
     repeats: int | None = None
     train_subset: int | None = None     # 0 = all images
     val_subset: int | None = None
+    holdout: int = 0                    # validate on N held-out training images, never on the test split (0 = off)
     batch_size: int | None = None
     early_stop_patience: int | None = None
     seed: int | None = None
@@ -63,6 +64,7 @@ class SearchSettings:
         preset = self.resolved()
         return TrialPlan(data=preset.data, data_root=self.data_root, download=self.download, epochs=preset.epochs,
                          batch_size=preset.batch_size, train_subset=preset.train_subset, val_subset=preset.val_subset,
+                         holdout=self.holdout,
                          early_stop_patience=preset.early_stop_patience, test_images=self.test_images or None,
                          rank_images=self.rank_images, device=self.device, channels_last=self.channels_last,
                          amp=self.amp, skip_bad_images=self.skip_bad_images)
@@ -93,8 +95,9 @@ def protocol_of(preset: Preset, settings: SearchSettings) -> dict[str, Any]:
     d = preset.to_dict()
     d.pop("trials")
     d.update(rank_images=settings.rank_images, channels_last=settings.channels_last, amp=settings.amp)
-    if settings.test_images:   # only when set, so stores made before the knob keep their protocol
-        d["test_images"] = settings.test_images
+    for knob in ("test_images", "holdout"):   # only when set, so stores made before the knob keep their protocol
+        if getattr(settings, knob):
+            d[knob] = getattr(settings, knob)
     return d
 
 

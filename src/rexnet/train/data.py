@@ -30,7 +30,7 @@ from ..models.build import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD
 log = logging.getLogger("rexnet.data")
 
 __all__ = ["DataError", "ImageTree", "SeededTransform", "build_dataset", "build_transforms",
-           "balanced_subset", "check_tree", "TORCHVISION_DATASETS", "TorchvisionSet", "IMAGE_EXTENSIONS",
+           "balanced_subset", "holdout_split", "check_tree", "TORCHVISION_DATASETS", "TorchvisionSet", "IMAGE_EXTENSIONS",
            "default_data_root", "best_real_dataset", "decode_error_reason",
            "resolve_workers"]
 
@@ -513,9 +513,41 @@ def balanced_subset(ds: Dataset, n: int | None) -> Dataset:
         idx.extend(q[turn] for q in queues if turn < len(q))
         if len(idx) >= n:
             break
-    sub = Subset(ds, sorted(idx[:n]))
+    return _subset(ds, sorted(idx[:n]))
+
+
+def _subset(ds: Dataset, indices: Sequence[int]) -> Subset:
+    """``Subset`` that keeps the classes and, where known, the labels (so it can be subset again in balance)."""
+    sub = Subset(ds, list(indices))
     sub.classes = getattr(ds, "classes", None)  # type: ignore[attr-defined]
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        sub.targets = [targets[i] for i in sub.indices]  # type: ignore[attr-defined]
     return sub
+
+
+def holdout_split(ds: Dataset, n: int, seed: int = 0) -> tuple[Subset, Subset]:
+    """``(rest, held_out)``: ``n`` samples of ``ds`` held out for model selection, balanced over
+    classes (counts differ by at most one) and drawn with ``seed`` alone, so every run, arm and
+    seed of an experiment holds out the same images; ``rest`` is everything else, in order."""
+    targets = getattr(ds, "targets", None)
+    if targets is None:
+        raise DataError(f"a held-out split needs labelled data ({type(ds).__name__} has no targets); "
+                        f"use --val-subset on the test split instead")
+    if not 0 < n < len(ds):
+        raise DataError(f"--holdout {n}: hold out between 1 and {len(ds) - 1} of the {len(ds)} training images")
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(int(t), []).append(i)
+    queues = [list(rng.permutation(by_class[c])) for c in sorted(by_class)]
+    held: list[int] = []
+    for turn in range(max(len(q) for q in queues)):
+        held.extend(int(q[turn]) for q in queues if turn < len(q))
+        if len(held) >= n:
+            break
+    held_set = set(held[:n])
+    return (_subset(ds, [i for i in range(len(ds)) if i not in held_set]), _subset(ds, sorted(held_set)))
 
 
 def resolve_workers(workers: int | str | None, cap: int = 8) -> int:

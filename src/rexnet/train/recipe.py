@@ -31,6 +31,7 @@ class Recipe:
     weights: str | None = None         # start from a checkpoint (ours, timm's, the authors')
     reset_classifier: bool = True      # fine-tuning: a new classifier when classes differ
     freeze_backbone: bool = False      # train only the classifier
+    zero_init_last: bool = False       # start every residual block as its shortcut (last BN's scale 0)
     # recipe
     recipe: str = "cifar"              # the preset these values start from: imagenet | cifar | finegrained
     transform: str = "cifar"           # augmentation: imagenet (timm's) | cifar (pad-and-crop, flip)
@@ -66,6 +67,9 @@ class Recipe:
     skip_bad_images: bool = False      # skip and count unreadable images instead of stopping
     train_subset: int | None = None    # exactly N training samples, classes taking turns (none or 0 = all)
     val_subset: int | None = None      # exactly N validation samples, classes taking turns (none or 0 = all)
+    holdout: int = 0                   # validate on N training images held out (class-balanced), never on the
+                                       # test split, which training then does not read (0 = validate on the test split)
+    holdout_seed: int = 0              # the held-out images' draw (fixed across seeds, so paired runs share it)
     # run control
     seed: int = 0                      # seed of the weights, the sampling order and the augmentation
     early_stop_patience: int = 0       # epochs without a better val top-1 before stopping (0 = off)
@@ -84,6 +88,8 @@ class Recipe:
             bad(f"batch_size ({self.batch_size}) must be a positive multiple of accum_steps ({self.accum_steps})")
         if self.lr <= 0 or self.lr_base_batch < 1:
             bad(f"lr must be > 0 and lr_base_batch >= 1, got {self.lr}, {self.lr_base_batch}")
+        if self.holdout < 0:
+            bad(f"holdout must be >= 0 (0 = validate on the test split), got {self.holdout}")
         if self.clip_grad_norm < 0:
             bad(f"clip_grad_norm must be >= 0 (0 = off), got {self.clip_grad_norm}")
         if not 0 <= self.label_smoothing < 1:

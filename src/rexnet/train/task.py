@@ -20,7 +20,7 @@ from ..models.resolve import create_model
 from ..models.weights import save_weights
 from ..spec import NetSpec
 from .checkpoint import save_checkpoint
-from .data import IndexedDataset, SeededTransform, balanced_subset, build_dataset, build_transforms
+from .data import IndexedDataset, SeededTransform, balanced_subset, build_dataset, build_transforms, holdout_split
 from .distributed import Dist
 from .evaluate import evaluate
 from .recipe import Recipe
@@ -80,6 +80,17 @@ class Task:
                         out / "best.pt")
 
 
+def zero_init_last_bn(model: nn.Module) -> int:
+    """Set the scale of the last BatchNorm of every block with a shortcut to 0, so each such
+    block starts as its shortcut (Goyal et al.'s large-batch stabiliser); returns how many."""
+    n = 0
+    for block in model.modules():
+        if getattr(block, "use_shortcut", False) and hasattr(block, "conv_pwl"):
+            nn.init.zeros_(block.conv_pwl.bn.weight)
+            n += 1
+    return n
+
+
 class ClassificationTask(Task):
     """Image classification: any dataset :func:`build_dataset` reads, any model the resolver names."""
 
@@ -91,8 +102,14 @@ class ClassificationTask(Task):
                                   interpolation=cfg.interpolation)
         if cfg.download and dist.enabled and not dist.is_main:
             dist.barrier()  # rank 0 downloads first
-        base_train = build_dataset(cfg.data, "train", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
-        base_val = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+        full_train = build_dataset(cfg.data, "train", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+        if cfg.holdout:   # selection on training images: the test split is not even opened
+            base_train, base_val = holdout_split(full_train, cfg.holdout, cfg.holdout_seed)
+            opened = [full_train]
+        else:
+            base_train = full_train
+            base_val = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+            opened = [full_train, base_val]
         if cfg.download and dist.enabled and dist.is_main:
             dist.barrier()
         classes = list(getattr(base_train, "classes", []) or [])
@@ -104,7 +121,7 @@ class ClassificationTask(Task):
                                        cache=cfg.cache_images),
                         IndexedDataset(balanced_subset(base_val, cfg.val_subset), val_tf, cache=cfg.cache_images),
                         num_classes, classes,
-                        bad_images=len(getattr(base_train, "bad_files", [])) + len(getattr(base_val, "bad_files", [])))
+                        bad_images=sum(len(getattr(ds, "bad_files", [])) for ds in opened))
 
     def build_model(self, cfg: Recipe, num_classes: int, spec: NetSpec | None) -> nn.Module:
         model = create_model(spec if spec is not None else cfg.model, num_classes=num_classes,
@@ -114,6 +131,8 @@ class ClassificationTask(Task):
         if cfg.freeze_backbone:
             for name, p in model.named_parameters():
                 p.requires_grad = name.startswith("head.")
+        if cfg.zero_init_last and not cfg.weights:
+            zero_init_last_bn(model)
         return model
 
     def identity(self, model: nn.Module) -> dict[str, Any]:

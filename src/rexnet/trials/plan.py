@@ -24,6 +24,7 @@ class TrialPlan:
     batch_size: int = 128
     train_subset: int | None = None     # training images, class-balanced (None: all)
     val_subset: int | None = None       # validation images per epoch (None: all)
+    holdout: int = 0                    # validate on this many held-out training images, never the test split
     early_stop_patience: int = 0
     test_images: int | None = None      # final test top-1 on the first N class-balanced test images (None: all)
     rank_images: int = 256              # images for the final-feature rank (0: skip)
@@ -42,7 +43,7 @@ class TrialPlan:
         """The ``cifar`` recipe's fields this plan sets for one trial."""
         return dict(data=self.data, data_root=self.data_root, download=self.download, epochs=self.epochs,
                     batch_size=self.batch_size, train_subset=self.train_subset, val_subset=self.val_subset,
-                    seed=seed, early_stop_patience=self.early_stop_patience, progress=False, device=self.device,
+                    holdout=self.holdout, seed=seed, early_stop_patience=self.early_stop_patience, progress=False, device=self.device,
                     channels_last=self.channels_last, amp=self.amp, stride_plan="auto", dropout=dropout,
                     skip_bad_images=self.skip_bad_images)
 
