@@ -13,12 +13,21 @@ __all__ = ["add_experiment_commands", "cmd_experiment"]
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from .run import run_experiment
+    from .run import plan_experiment, run_experiment
 
     exp = args.catalogue[args.name]
     out = args.out or f"docs/experiments/{args.name}"
     given = dataclass_overrides(args, ExperimentSettings)
     settings = ExperimentSettings(**given)
+    if args.plan:
+        import yaml
+
+        protocol = plan_experiment(exp, out, settings)
+        print(yaml.safe_dump(protocol, sort_keys=False, width=110), end="")
+        est = protocol.get("estimate") or {}
+        print(f"{out}/protocol.yaml: commit it before the first run; estimated {est.get('core_hours')} core-hours "
+              f"({est.get('wall_hours_at_2_workers')} h on 2 single-thread workers)")
+        return 0
     flags = [(f"--{k}" if v else f"--no-{k}") if isinstance(v, bool) else f"--{k} {shlex.quote(str(v))}"
              for k, v in ((k.replace("_", "-"), v) for k, v in given.items())]
     flags += ["--pilot"] * args.pilot + [f"--out {shlex.quote(args.out)}"] * bool(args.out)
@@ -49,6 +58,9 @@ def add_experiment_commands(sub, catalogue: Mapping[str, Experiment]) -> None:
     e.add_argument("--pilot", action="store_true", help="run the first 2 seeds only and print how many seeds the "
                    "observed difference needs, with the estimated wall time")
     e.add_argument("--overwrite", action="store_true", help="replace an experiment in --out made with other settings")
+    e.add_argument("--plan", action="store_true", help="print the protocol (arms, seeds, budget, comparisons, "
+                   "effect of interest, margin, analysis) with the estimated core-hours, write OUT/protocol.yaml "
+                   "when none is there, and stop: commit it before the first run")
     add_dataclass_flags(e, ExperimentSettings, skip=("progress",))
     e.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     e.set_defaults(func=cmd_experiment, catalogue=dict(catalogue))

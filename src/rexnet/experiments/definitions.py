@@ -51,6 +51,8 @@ class Experiment:
     comparisons: tuple[Comparison, ...] = ()
     train: Callable[..., tuple[list[Arm], dict[str, int]]] | None = None
     analyze: Callable[..., dict[str, Any]] | None = None
+    smallest_effect: float = 0.5     # points of test top-1: the difference worth detecting (seeds are sized for it)
+    margin: float = 0.5              # points: |difference| below this is equivalence (TOST)
 
 
 # -- experiment 2 ---------------------------------------------------------------------------

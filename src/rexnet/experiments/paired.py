@@ -36,7 +36,7 @@ __all__ = ["ExperimentSettings", "Arm", "default_data", "check_budget_match", "r
 
 DATA_ENV = "REXNET_CIFAR10"            # where CIFAR-10 is (a zip or image tree) when --data is not given
 MACS_TOL, PARAMS_TOL = 0.01, 0.03      # arms compared at equal budgets: this close or refused
-OUTPUT_FILES = ("result.json", "report.md", "runs.csv", "pilot.json")
+OUTPUT_FILES = ("result.json", "report.md", "runs.csv", "pilot.json", "protocol.yaml")
 
 
 def default_data() -> str:
@@ -160,12 +160,15 @@ def check_protocol(out: Path, protocol: dict[str, Any], overwrite: bool, name: s
 
 
 def arms_protocol(name: str, arms: list[Arm], s: ExperimentSettings) -> dict[str, Any]:
-    """Everything that changes a run's result (not the number of seeds, nor how it runs)."""
+    """Everything that changes a run's result (not the number of seeds, nor how it runs), the
+    training recipe's values included, so runs under two versions of it are never mixed."""
+    from ..train.recipe import recipe_values
+
     return dict(experiment=name, data=s.data, seed=s.seed, epochs=s.epochs, train_subset=s.train_subset or None,
                 val_subset=s.val_subset or None, test_images=s.test_images or None,
                 batch_size=s.batch_size, rank_images=s.rank_images or 0, device=s.device,
-                arms={a.name: a.spec.hash() for a in arms},
-                **({"holdout": s.holdout} if s.holdout else {}))   # only when set: older stores keep their protocol
+                arms={a.name: a.spec.hash() for a in arms}, recipe=recipe_values("cifar"),
+                **({"holdout": s.holdout} if s.holdout else {}))   # only when set: the key came later
 
 
 def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overwrite: bool = False,

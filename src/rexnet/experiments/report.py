@@ -139,6 +139,34 @@ def _comp_rows(comps: list[dict[str, Any]]) -> list[list[Any]]:
              _ci(c["ci95"]), c["verdict"], c.get("macs_ratio", "-"), c.get("params_ratio", "-")] for c in comps]
 
 
+def _p(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _registered_section(r: dict[str, Any]) -> list[str]:
+    """The protocol's comparisons with the referee's statistics, and what is exploratory."""
+    pr = r["protocol"]
+    reg = pr.get("registered") or {}
+    head = ["comparison", "seeds", "mean", "95% CI", "sign-flip p", "Holm p", f"TOST p (±{pr['equivalence_margin']})",
+            "r(a, b)", "verdict", "MACs a/b", "params a/b"]
+    rows = lambda cs: [[c["name"] + (" **(main)**" if c.get("main") else ""), c["n"], _f(c["diff_mean"]),  # noqa: E731
+                        _ci(c["ci95"]), _p(c["permutation_p"]), _p(c.get("holm_p")), _p(c["tost"]["p"]),
+                        _f(c["pair_correlation"]), c.get("verdict", "exploratory"), c["macs_ratio"],
+                        c["params_ratio"]] for c in cs]
+    lines = ["## Stated comparisons (protocol.yaml)", "",
+             f"Registered {reg.get('at', '?')}" + ("" if reg.get("before_any_result", True) else
+                                                   " **after results existed**: read every verdict as exploratory")
+             + f"; alpha {pr['alpha']}, smallest effect of interest {pr['smallest_effect']} points, equivalence "
+             f"margin {pr['equivalence_margin']} points. Holds / contradicted: the Holm-adjusted sign-flip p is "
+             f"below alpha and the 95% interval excludes 0 on that side; equivalent: TOST rejects at the margin; "
+             f"otherwise inconclusive. r(a, b): the arms' correlation over seeds (what pairing removes).", "",
+             markdown_table(head, rows(r["comparisons"])), ""]
+    if r.get("exploratory"):
+        lines += ["## Exploratory (not stated in the protocol; never a headline)", "",
+                  markdown_table(head, rows(r["exploratory"])), ""]
+    return lines
+
+
 def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
     s = r["settings"]
     lines = [f"# Experiment `{name}`" + (" (pilot)" if pilot else ""), "", r["description"] + ".", "",
@@ -151,9 +179,13 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
          f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
          f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
     m = r["main"]
+    rule = ("the protocol's rule below" if r.get("protocol") else
+            "holds = the interval lies above 0, contradicted = below, inconclusive = it contains 0")
+    tests = (f", sign-flip p {_p(r['permutation_p'])}, Holm p {_p(r['holm_p'])}, TOST p {_p(r['tost']['p'])}"
+             if r.get("protocol") else "")
     lines += [f"**Main result:** {m['name']}: difference {_f(r['diff_mean'])} {m['unit']}, 95% CI "
-          f"{_ci(r['ci95'])} over {m['over']}. **Verdict: {r['verdict']}** (expected: {r['expected']}; holds = the interval "
-          f"lies above 0, contradicted = below, inconclusive = it contains 0).", ""]
+              f"{_ci(r['ci95'])} over {m['over']}{tests}. **Verdict: {r['verdict']}** (expected: {r['expected']}; "
+              f"{rule}).", ""]
     if pilot and r.get("pilot"):
         p = r["pilot"]
         lines += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
@@ -167,6 +199,8 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
                                           a["note"]] for k, a in r["arms"].items()]), ""]
     if name == "search_cpu":
         lines += _search_section(r)
+    elif r.get("protocol"):
+        lines += _registered_section(r)
     else:
         comps = r.get("comparisons") or [m]
         lines += ["## Paired differences", "", "a - b per seed, mean, SD, paired 95% t-interval; ratios a / b.", "",

@@ -47,7 +47,8 @@ def search_settings(s: ExperimentSettings) -> SearchSettings:
 
 
 def _train_search(exp: Experiment, out: Path, s: ExperimentSettings, overwrite: bool,
-                  log: Callable[[str], None]) -> tuple[list[Arm], dict[str, int]]:
+                  log: Callable[[str], None], register: bool = True) -> tuple[list[Arm], dict[str, int]]:
+    """The whole search (its analysis is the search's own; no paired protocol is registered)."""
     ss = search_settings(s)
     check_protocol(out, protocol_of(ss.resolved(), ss), overwrite, exp.name)
     check_writable(out)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..io import write_json
+from ..train.recipe import recipe_values
 from ..trials import (STORE_NAME, RunOptions, Store, TrialPlan, check_data, check_rebuildable, execute,
                       rebuild_store, result_files)
 from .space import Preset, get_preset
@@ -94,7 +95,8 @@ def protocol_of(preset: Preset, settings: SearchSettings) -> dict[str, Any]:
     """Everything that changes a trial's result (the number of trials does not)."""
     d = preset.to_dict()
     d.pop("trials")
-    d.update(rank_images=settings.rank_images, channels_last=settings.channels_last, amp=settings.amp)
+    d.update(rank_images=settings.rank_images, channels_last=settings.channels_last, amp=settings.amp,
+             recipe=recipe_values("cifar"))   # runs under two versions of the recipe are never mixed
     for knob in ("test_images", "holdout"):   # only when set, so stores made before the knob keep their protocol
         if getattr(settings, knob):
             d[knob] = getattr(settings, knob)

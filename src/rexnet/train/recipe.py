@@ -13,7 +13,7 @@ import yaml
 from ..flags import parse_value
 from ..io import write_text
 
-__all__ = ["Recipe", "load_recipe", "RECIPES", "save_config"]
+__all__ = ["Recipe", "load_recipe", "recipe_values", "RECIPES", "save_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 RECIPES = ("imagenet", "cifar", "finegrained")
@@ -140,6 +140,15 @@ def load_recipe(name_or_path: str = "cifar", overrides: dict[str, Any] | None = 
         raise ValueError(f"{path}: a recipe file must be a mapping of field: value")
     values.update(overrides or {})
     return cls(**{k: _field_value(k, v, cls) for k, v in values.items()}).validate()
+
+
+def recipe_values(name: str = "cifar") -> dict[str, Any]:
+    """The values a preset sets, as its YAML file gives them: what a protocol records, so a
+    store made under one version of a recipe refuses to be extended under another."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if name not in RECIPES or not path.is_file():
+        raise ValueError(f"unknown recipe {name!r}: use one of {RECIPES}")
+    return dict(yaml.safe_load(path.read_text()) or {})
 
 
 def save_config(recipe: Recipe, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

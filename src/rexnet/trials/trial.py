@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from ..alloc import loaded
 from ..io import read_jsonl
+from ..train.health import divergence
 from .plan import TrialPlan
 
 __all__ = ["run_trial", "check_data", "TEST_BATCH"]
@@ -77,6 +78,7 @@ def run_trial(trial: dict[str, Any], out: str | os.PathLike, plan: TrialPlan, th
                   images_per_s=curves[-1]["images_per_s"] if curves else None,
                   train_images=summary["train_images"],
                   val_images=summary["val_images"])
+    result["diverged"] = divergence(curves, cfg.warmup_epochs, int(spec.head.num_classes))
     best = create_model(tdir / "best.pt")  # the network as trained (classes from the data), best weights
     # one reading of the test split for both (opening CIFAR's 60,000-entry zip costs about a second)
     test_set = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)

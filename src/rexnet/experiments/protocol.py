@@ -1,0 +1,137 @@
+"""An experiment's protocol: what is fixed before the first run, written to ``OUT/protocol.yaml``.
+
+The protocol states the arms (MACs, params, spec hashes), the paired seeds, the training
+budget and recipe, the primary metric, the comparisons with their expected direction,
+the smallest effect of interest, the equivalence margin and the analysis.  The first
+invocation writes it (``--plan`` writes it without training, with the estimated
+core-hours, so it can be committed before any result); every later one refuses to run
+when the protocol it would write differs from the one on disk.  What the protocol does
+not state (an arm or seeds added later) is analysed as *exploratory*, never as the
+headline.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..io import changed_settings, refuse_other_settings, write_text
+from .paired import Arm, ExperimentSettings
+
+__all__ = ["PROTOCOL_FILE", "build_protocol", "load_protocol", "register_protocol", "ANALYSIS",
+           "min_seeds_to_reject", "estimate_core_hours"]
+
+PROTOCOL_FILE = "protocol.yaml"
+ALPHA = 0.05
+ANALYSIS = ("per stated comparison a - b over the paired seeds: the mean, the paired 95% t-interval and the exact "
+            "two-sided sign-flip permutation p-value; Holm's correction of those p-values over the stated "
+            "comparisons; TOST at the equivalence margin (paired, alpha 0.05). Verdict: holds / contradicted when "
+            "the Holm-adjusted p < alpha and the 95% interval excludes 0 on that side; equivalent when TOST "
+            "rejects; inconclusive otherwise. A run that diverged stops the analysis.")
+# fields that say when and at what cost, not what is compared: a protocol may differ in them
+NOT_COMPARED = ("registered", "estimate")
+
+
+def min_seeds_to_reject(comparisons: int, alpha: float = ALPHA) -> int:
+    """Fewest paired seeds at which the exact sign-flip test can reach Holm's strictest level
+    ``alpha / comparisons`` at all (its smallest two-sided p is 2 / 2^n)."""
+    return max(2, math.ceil(math.log2(2 * max(1, comparisons) / alpha)))
+
+
+def build_protocol(exp, s: ExperimentSettings, arms: list[Arm]) -> dict[str, Any]:
+    """The protocol of ``exp`` under settings ``s`` (defaults resolved) with these arms."""
+    from ..train.recipe import recipe_values
+    from .report import primary_metric
+
+    stated = [c for c in exp.comparisons if c.a in {a.name for a in arms} and c.b in {a.name for a in arms}]
+    return dict(
+        experiment=exp.name, description=exp.description,
+        arms={a.name: dict(macs=a.macs, params=a.params, spec_hash=a.spec.hash(), note=a.note) for a in arms},
+        seeds=dict(n=s.seeds, first=s.seed, pairing="repeat r of every arm trains with seed first + r"),
+        budget=dict(data=s.data, epochs=s.epochs, train_subset=s.train_subset or None, holdout=s.holdout or 0,
+                    val_subset=s.val_subset or None, test_images=s.test_images or None, batch_size=s.batch_size,
+                    recipe="cifar", recipe_values=recipe_values("cifar")),
+        primary_metric=primary_metric(s),
+        comparisons=[dict(name=c.name, a=c.a, b=c.b, expected=f"{c.a} > {c.b}", main=c.main, what=c.what)
+                     for c in stated],
+        smallest_effect=exp.smallest_effect, equivalence_margin=exp.margin, unit="points of test top-1",
+        alpha=ALPHA, correction=f"Holm over the {len(stated)} stated comparisons",
+        min_seeds_to_reject=min_seeds_to_reject(len(stated)), analysis=ANALYSIS)
+
+
+def load_protocol(out: str | Path) -> dict[str, Any] | None:
+    """The protocol on disk in ``out``, or None."""
+    path = Path(out) / PROTOCOL_FILE
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def register_protocol(out: Path, protocol: dict[str, Any], *, has_results: bool,
+                      estimate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``protocol`` to ``out`` when none is there (marked as written after results when the
+    store already holds some), or refuse (ValueError) when the one there states something else."""
+    old = load_protocol(out)
+    if old is not None:
+        keep = lambda p: _flat({k: v for k, v in p.items() if k not in NOT_COMPARED})  # noqa: E731
+        refuse_other_settings(out, f"{protocol['experiment']} protocol ({PROTOCOL_FILE})",
+                              changed_settings(keep(old), keep(_plain(protocol))),
+                              to_continue="rerun with the settings it states to continue it")
+        return old
+    record = dict(protocol, registered=dict(at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                             before_any_result=not has_results))
+    if estimate is not None:
+        record["estimate"] = estimate
+    write_text(out / PROTOCOL_FILE, yaml.safe_dump(_plain(record), sort_keys=False, width=110))
+    return record
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as dotted keys (``budget.epochs``), so a refusal names the very field."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` as YAML would read it back (tuples as lists, keys as strings)."""
+    return yaml.safe_load(yaml.safe_dump(obj))
+
+
+def estimate_core_hours(arms: list[Arm], s: ExperimentSettings, steps: int = 3) -> dict[str, Any]:
+    """Core-hours the protocol's runs need at one thread, from a throughput measured now: each
+    arm trains ``steps`` batches of random 32x32 images on one thread (after one warm-up
+    step); validation and the final test are counted at a third of a training image's cost."""
+    import torch
+
+    from ..models.resolve import create_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rates = {}
+    try:
+        for arm in arms:
+            model = create_model(arm.spec, num_classes=10)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01)
+            x, y = torch.randn(s.batch_size or 128, 3, 32, 32), torch.randint(0, 10, (s.batch_size or 128,))
+            for i in range(steps + 1):
+                if i == 1:
+                    t0 = time.perf_counter()
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(x), y).backward()
+                opt.step()
+            rates[arm.name] = round(steps * x.shape[0] / (time.perf_counter() - t0), 1)
+    finally:
+        torch.set_num_threads(threads)
+    train = s.train_subset or (50_000 - (s.holdout or 0))
+    val = s.val_subset or (s.holdout or 10_000)
+    per_run = {k: (s.epochs * (train + val / 3) + (s.test_images or 10_000) / 3) / r for k, r in rates.items()}
+    hours = sum(per_run.values()) * s.seeds / 3600
+    return dict(images_per_s_per_core=rates, runs=len(arms) * s.seeds, core_hours=round(hours, 2),
+                wall_hours_at_2_workers=round(hours / 2, 2),
+                how=f"{steps} training steps of batch {s.batch_size or 128} on random images, one thread, per arm")
