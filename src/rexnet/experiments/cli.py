@@ -38,8 +38,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
           f"{r['verdict']} (expected {r['expected']}); wall {r['wall_s']:.0f} s")
     if args.pilot:
         p = r["pilot"]
-        print(f"pilot: {p['seeds_needed']} seeds needed for the 95% CI to exclude 0 at the observed mean and SD; "
-              f"estimated wall {p['estimated_wall_s']} s")
+        print(f"pilot: {p['seeds_for_power']} seeds for {p['power']:.0%} power at {p['smallest_effect']} points "
+              f"({p['seeds_for_power_at_sd_upper']} at the SD's 95% upper bound); estimated wall "
+              f"{p['estimated_wall_s']} s")
     print(f"wrote {out}/{'pilot.json' if args.pilot else 'result.json'} and {out}/report.md")
     return 0 if r["counts"]["failed"] == 0 else 1
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..io import changed_settings, refuse_other_settings, write_text
+from ..io import refuse_other_settings, write_text
 from .paired import Arm, ExperimentSettings
 
 __all__ = ["PROTOCOL_FILE", "build_protocol", "load_protocol", "register_protocol", "ANALYSIS",
@@ -31,8 +31,9 @@ ANALYSIS = ("per stated comparison a - b over the paired seeds: the mean, the pa
             "comparisons; TOST at the equivalence margin (paired, alpha 0.05). Verdict: holds / contradicted when "
             "the Holm-adjusted p < alpha and the 95% interval excludes 0 on that side; equivalent when TOST "
             "rejects; inconclusive otherwise. A run that diverged stops the analysis.")
-# fields that say when and at what cost, not what is compared: a protocol may differ in them
-NOT_COMPARED = ("registered", "estimate")
+# fields that say when and at what cost, not what is compared, and the number of seeds (more
+# seeds extend an experiment and are analysed as exploratory): a protocol may differ in them
+NOT_COMPARED = ("registered", "estimate", "seeds.n")
 
 
 def min_seeds_to_reject(comparisons: int, alpha: float = ALPHA) -> int:
@@ -71,12 +72,12 @@ def load_protocol(out: str | Path) -> dict[str, Any] | None:
 def register_protocol(out: Path, protocol: dict[str, Any], *, has_results: bool,
                       estimate: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``protocol`` to ``out`` when none is there (marked as written after results when the
-    store already holds some), or refuse (ValueError) when the one there states something else."""
+    store already holds some), or refuse (ValueError) when it contradicts the one there.  What it
+    only adds (an arm and its comparisons, more seeds) is allowed, and analysed as exploratory."""
     old = load_protocol(out)
     if old is not None:
-        keep = lambda p: _flat({k: v for k, v in p.items() if k not in NOT_COMPARED})  # noqa: E731
         refuse_other_settings(out, f"{protocol['experiment']} protocol ({PROTOCOL_FILE})",
-                              changed_settings(keep(old), keep(_plain(protocol))),
+                              _contradictions(old, _plain(protocol)),
                               to_continue="rerun with the settings it states to continue it")
         return old
     record = dict(protocol, registered=dict(at=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -85,6 +86,19 @@ def register_protocol(out: Path, protocol: dict[str, Any], *, has_results: bool,
         record["estimate"] = estimate
     write_text(out / PROTOCOL_FILE, yaml.safe_dump(_plain(record), sort_keys=False, width=110))
     return record
+
+
+def _contradictions(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """What ``new`` states otherwise than ``old``: every field ``old`` states (dotted), each of its
+    comparisons still stated; additions and the fields derived from their count are not."""
+    skip = (*NOT_COMPARED, "comparisons", "correction", "min_seeds_to_reject")
+    flat_old, flat_new = _flat(old), _flat(new)
+    changes = {k: (v, flat_new.get(k)) for k, v in flat_old.items()
+               if k not in skip and k.split(".")[0] not in skip and flat_new.get(k) != v}
+    gone = [c["name"] for c in old.get("comparisons", []) if c not in new.get("comparisons", [])]
+    if gone:
+        changes["comparisons"] = (gone, "changed or removed")
+    return changes
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -188,9 +188,12 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
               f"{rule}).", ""]
     if pilot and r.get("pilot"):
         p = r["pilot"]
-        lines += ["## Pilot", "", f"Seeds needed for the 95% interval to exclude 0 if the pilot's mean and SD hold: "
-              f"**{p['seeds_needed']}**; estimated wall time {p['estimated_wall_s']} s "
-              f"({p['seed_s']} s of runs per seed, {p['workers']} worker(s)).", ""]
+        lines += ["## Pilot", "", f"Seeds for {p.get('power', 0.8):.0%} power at the smallest effect of interest "
+                  f"({p.get('smallest_effect')} points): **{p.get('seeds_for_power')}** at the pilot's SD of the "
+                  f"differences ({p.get('sd')}), {p.get('seeds_for_power_at_sd_upper')} at its 95% upper bound "
+                  f"({p.get('sd_upper95')}); estimated wall time {p['estimated_wall_s']} s ({p['seed_s']} s of runs "
+                  f"per seed, {p['workers']} worker(s)). For the observed mean's interval to exclude 0: "
+                  f"{p['seeds_needed']} seeds.", ""]
     lines += ["## Arms", "", markdown_table(["arm", "MACs", "params", "block widths", "head 1x1", "test top-1 by seed",
                                          "note"],
                                         [[k, f"{a['macs']:,}", f"{a['params']:,}", "/".join(map(str, a["widths"])),

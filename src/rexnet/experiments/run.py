@@ -15,7 +15,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..io import check_writable
-from ..stats import holm, paired_stats, pearson, seeds_needed, sign_flip_p, tost, verdict
+from ..stats import (holm, paired_stats, pearson, sd_upper_bound, seeds_for_power, seeds_needed, sign_flip_p, tost,
+                     verdict)
 from .definitions import EXPERIMENTS, Experiment
 from ..trials import STORE_NAME
 from .paired import Arm, Clock, ExperimentSettings, accuracies, arms_protocol, check_protocol, collect, run_arms
@@ -58,7 +59,7 @@ def run_experiment(experiment: Experiment | str, out: str | Path, settings: Expe
     result.update(wall_s=clock.total(), command=command, counts=counts)
     result["core_hours"] = round(sum((r.get("cpu_s") or 0) for r in result["runs"]) / 3600, 3)
     if pilot:
-        result["pilot"] = pilot_advice(result, out, s)
+        result["pilot"] = pilot_advice(result, out, s, exp.smallest_effect)
     write_outputs(exp.name, out, result, s, pilot=pilot)
     return result
 
@@ -96,20 +97,31 @@ def train_arms(exp: Experiment, out: Path, s: ExperimentSettings, overwrite: boo
     return arms, run_arms(exp.name, out, arms, s, overwrite, log)
 
 
-def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings) -> dict[str, Any]:
-    """Seeds needed for the main comparison's interval to exclude 0 at the pilot's mean and
-    SD, and the wall time that many seeds would take at the pilot's measured run times."""
+def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings, smallest_effect: float = 0.5,
+                 power: float = 0.8) -> dict[str, Any]:
+    """Seeds for ``power`` at the smallest effect of interest from the pilot's SD of the paired
+    differences, and from that SD's one-sided 95% upper bound (a 1-df SD is a weak estimate);
+    the seeds at which the observed mean would just exclude 0; and the wall time of the first
+    at the pilot's measured run times."""
     main = result["main"]
-    need = seeds_needed(main.get("diff_mean"), main.get("diff_sd"))
+    sd = main.get("diff_sd")
+    need = seeds_needed(main.get("diff_mean"), sd)
+    at_effect = None if sd is None else seeds_for_power(sd, smallest_effect, power)
+    upper = None if sd is None or main["n"] < 2 else sd_upper_bound(sd, main["n"] - 1)
+    at_upper = None if upper is None else seeds_for_power(upper, smallest_effect, power)
     trials, _ = collect(out)
     walls = [t["result"]["wall_s"] for t in trials if t["status"] == "done"]
     per_seed = sum(walls) / max(1, len({t["seed"] for t in trials if t["status"] == "done"}))
     workers = 1 if s.ray or s.in_process else s.resolved_workers
-    eta = None if need is None else need * per_seed / workers
-    return dict(seeds_needed=need, run_s_mean=round(float(np.mean(walls)), 1) if walls else None,
+    eta = None if at_effect is None else at_effect * per_seed / workers
+    return dict(seeds_for_power=at_effect, seeds_for_power_at_sd_upper=at_upper, sd=sd,
+                sd_upper95=None if upper is None else round(upper, 4), smallest_effect=smallest_effect, power=power,
+                seeds_needed=need, run_s_mean=round(float(np.mean(walls)), 1) if walls else None,
                 seed_s=round(per_seed, 1), workers=workers, estimated_wall_s=None if eta is None else round(eta),
-                note="seeds whose 95% t half-width falls below the pilot's |mean difference| if its SD holds; "
-                     "the estimate is the CPU time of the pilot's runs per seed x seeds / workers")
+                note=f"seeds for {power:.0%} power of a two-sided paired t-test at the smallest effect of interest "
+                     f"({smallest_effect} points) if the pilot's SD holds, and if it is as large as its 95% upper "
+                     f"bound; seeds_needed: where the observed mean's interval would just exclude 0. The estimate "
+                     f"is the pilot's run time per seed x seeds_for_power / workers")
 
 
 # -- analysis ---------------------------------------------------------------------------------
@@ -200,7 +212,8 @@ def _registered_result(exp: Experiment, arm_rec: dict[str, dict[str, Any]], prot
     return dict(main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
                 permutation_p=main["permutation_p"], holm_p=main["holm_p"], tost=main["tost"],
                 verdict=main["verdict"], expected=main["expected"], comparisons=stated, exploratory=exploratory,
-                diverged_runs=0, protocol=dict(file="protocol.yaml", registered=protocol.get("registered"),
+                diverged_runs=0, seeds_stated=n, complete=main["n"] >= n,
+                protocol=dict(file="protocol.yaml", registered=protocol.get("registered"),
                                                smallest_effect=protocol["smallest_effect"],
                                                equivalence_margin=margin, alpha=protocol["alpha"]))
 
