@@ -241,9 +241,9 @@ def test_the_nan_advice_works_and_resume_changes_are_recorded(tmp_path, capsys, 
     assert (out / "last.pt").read_bytes() == before["last.pt"]
     # the advice, followed: --resume with a lower --lr and a longer warm-up
     caplog.set_level("INFO", logger="rexnet.train")
-    assert main(_train_args(tmp_path, out, "--resume", "--epochs", "2", "--lr", "0.05", "--warmup-epochs", "3")) == 0
+    assert main(_train_args(tmp_path, out, "--resume", "--epochs", "2", "--lr", "0.05", "--warmup-epochs", "5")) == 0
     expected = [dict(field="epochs", old=1, new=2, epoch=1, step=2), dict(field="lr", old=0.1, new=0.05, epoch=1, step=2),
-                dict(field="warmup_epochs", old=1.0, new=3.0, epoch=1, step=2)]
+                dict(field="warmup_epochs", old=3.0, new=5.0, epoch=1, step=2)]
     assert load_checkpoint(out / "last.pt")["state"]["history"] == expected
     assert json.loads((out / "summary.json").read_text())["history"] == expected
     assert "resume: lr 0.1 -> 0.05 from epoch 1, step 2 (kept in the run's history)" in caplog.text
