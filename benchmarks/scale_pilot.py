@@ -129,9 +129,12 @@ def main() -> int:
         return 0
     todo = [(vars(args), e, str(out / f"e{e}")) for e in args.budgets if _row(out, e) is None]
     t0 = time.time()
-    if todo:
-        with mp.get_context("spawn").Pool(len(todo)) as pool:
-            pool.map(_one, todo)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_one, args=(job,)) for job in todo]   # not a Pool: each starts a trial process
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
     rows = {e: r for e in args.budgets if (r := _row(out, e)) is not None}
     s = _settings(args, 1)
     paper = estimate_core_hours([dataclasses.replace(_arm("d18_30m_cifar10"), name="paper"),
