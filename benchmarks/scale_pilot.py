@@ -103,7 +103,12 @@ def _report(args: argparse.Namespace, protocol: dict, rows: dict[int, dict], pap
              f"**Decision: {decision['budget_epochs'] or 'none'}** ({decision['why']}).", "",
              f"The paper's depth-18 network at 30 MMACs (`d18_30m_cifar10` linear reference): {paper['rate']} "
              f"training images/s per core measured beside the runs ({paper['how']}), against "
-             f"{paper['smoke_rate']} for this arm by the same measure.", ""]
+             f"{paper['smoke_rate']} for this arm by the same measure (a synthetic measure, slower than the "
+             f"runs' own figure above; its ratio is what carries over)."]
+    ratio = paper["rate"] / paper["smoke_rate"] if paper["smoke_rate"] else None
+    if ratio:
+        lines += ["", "At that ratio a run of the paper's network would cost " + ", ".join(
+            f"{r['core_hours'] / ratio:.2f} core-hours at {e} epochs" for e, r in sorted(rows.items())) + "."]
     return "\n".join(lines) + "\n"
 
 
