@@ -9,7 +9,8 @@ Each budget is one run (seed 0) of the linear reference of the ``smoke`` preset 
 once (one single-thread process each).  Held-out top-1 picks the best epoch on
 ``--holdout`` training images; the test split is read once, at the end.  The protocol
 (``OUT/protocol.json``: arm, budgets, data, the decision rule) is written by ``--plan`` to
-be committed before the runs; a rerun with other settings is refused.  The report gives,
+be committed before the runs; a rerun with other settings is refused, one that only adds a
+budget (``--budgets 4,8,16``) is recorded and runs the new budget alone.  The report gives,
 per budget: test and held-out top-1, training images/s per core, wall time and
 core-hours; the gain of doubling the epochs; the decision; and the measured training
 throughput of the paper's depth-18 network for the campaign's envelope.
@@ -125,8 +126,11 @@ def main() -> int:
     protocol = _protocol(args)
     if (out / "protocol.json").is_file():
         old = json.loads((out / "protocol.json").read_text())
-        refuse_other_settings(out, "scale pilot", changed_settings(old, json.loads(json.dumps(protocol))),
-                              replace_flag=None)
+        changes = changed_settings(old, json.loads(json.dumps(protocol)))
+        if set(changes) == {"budgets"} and set(old["budgets"]) <= set(args.budgets):   # a budget added: recorded
+            write_json(protocol, out / "protocol.json")
+            changes = {}
+        refuse_other_settings(out, "scale pilot", changes, replace_flag=None)
     else:
         write_json(protocol, out / "protocol.json")
     if args.plan:

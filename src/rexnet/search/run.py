@@ -91,12 +91,15 @@ class SearchSettings:
         return preset
 
 
-def protocol_of(preset: Preset, settings: SearchSettings) -> dict[str, Any]:
-    """Everything that changes a trial's result (the number of trials does not)."""
+def protocol_of(preset: Preset, settings: SearchSettings, with_recipe: bool = True) -> dict[str, Any]:
+    """Everything that changes a trial's result (the number of trials does not), the recipe's
+    values included, so runs under two versions of it are never mixed (``with_recipe`` False:
+    the protocol as searches made before that recorded it)."""
     d = preset.to_dict()
     d.pop("trials")
-    d.update(rank_images=settings.rank_images, channels_last=settings.channels_last, amp=settings.amp,
-             recipe=recipe_values("cifar"))   # runs under two versions of the recipe are never mixed
+    d.update(rank_images=settings.rank_images, channels_last=settings.channels_last, amp=settings.amp)
+    if with_recipe:
+        d["recipe"] = recipe_values("cifar")
     for knob in ("test_images", "holdout"):   # only when set, so stores made before the knob keep their protocol
         if getattr(settings, knob):
             d[knob] = getattr(settings, knob)
@@ -175,7 +178,7 @@ def _infer_search(out: Path, results: list[Path]) -> tuple[dict[str, Any], Prese
     ok = [json.loads(r.read_text()).get("ok") or {} for r in results]
     settings = SearchSettings(rank_images=256 if any("nuclear_norm" in r for r in ok) else 0,
                        channels_last=bool(cfg["channels_last"]), amp=cfg["amp"])
-    return protocol_of(preset, settings), preset
+    return protocol_of(preset, settings, with_recipe=False), preset   # made before protocols held the recipe
 
 
 def recover(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
