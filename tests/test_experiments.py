@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from rexnet import stats
 from rexnet.experiments import ExperimentSettings, paired_stats, seeds_needed
 from rexnet.experiments.definitions import mobilenetv2_pair, table2_arms
 from rexnet.experiments.run import run_experiment
@@ -48,7 +49,13 @@ def _check_result(out: Path, a: str = "linear", b: str = "stagewise") -> dict:
     assert {int(k): v for k, v in r["arms"][a]["accuracies"].items()} == acc[a]
     mean, ci = _direct(acc[a], acc[b])
     assert r["diff_mean"] == pytest.approx(mean, abs=1e-3) and r["ci95"] == pytest.approx(ci, abs=1e-3)
-    assert r["verdict"] == ("holds" if ci[0] > 0 else "contradicted" if ci[1] < 0 else "inconclusive")
+    if r.get("protocol"):   # registered: the interval and the Holm-corrected exact sign-flip test must agree
+        diffs = [acc[a][s] - acc[b][s] for s in sorted(acc[a])]
+        assert r["permutation_p"] == pytest.approx(stats.sign_flip_p(diffs))
+        assert r["verdict"] == stats.verdict(ci, r["holm_p"], r["tost"]["p"])
+        assert len(diffs) > 5 or r["verdict"] in ("inconclusive", "equivalent")   # p >= 2/2^n: no rejection
+    else:
+        assert r["verdict"] == ("holds" if ci[0] > 0 else "contradicted" if ci[1] < 0 else "inconclusive")
     return r
 
 

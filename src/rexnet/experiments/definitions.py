@@ -35,6 +35,7 @@ class Comparison:
     b: str
     what: str
     main: bool = False
+    family: str = ""       # Holm corrects within a family ("": one family of every stated comparison)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,11 @@ class Experiment:
     analyze: Callable[..., dict[str, Any]] | None = None
     smallest_effect: float = 0.5     # points of test top-1: the difference worth detecting (seeds are sized for it)
     margin: float = 0.5              # points: |difference| below this is equivalence (TOST)
+    first_arms: tuple[str, ...] = ()  # these arms' runs (every seed) train before the others'
+    secondary: Callable[[dict[str, Any], set[int]], dict[str, Any]] | None = None
+    """A further stated analysis of the arms' records over the protocol's seeds, added to the
+    registered result as ``secondary_analysis`` (``title``, ``text``, ``headers``, ``rows``)."""
+    colours: Mapping[str, str] = dataclasses.field(default_factory=dict)   # arm -> matplotlib colour in figures
 
 
 # -- experiment 2 ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from ..spec import NetSpec
 from ..trials import STORE_NAME, RunOptions, Store, TrialPlan, execute, extends_protocol
 
 __all__ = ["ExperimentSettings", "Arm", "default_data", "check_budget_match", "run_arms", "check_protocol",
-           "clear_outputs", "collect", "accuracies", "Clock", "DATA_ENV"]
+           "clear_outputs", "collect", "trial_rows", "accuracies", "Clock", "DATA_ENV"]
 
 DATA_ENV = "REXNET_CIFAR10"            # where CIFAR-10 is (a zip or image tree) when --data is not given
 MACS_TOL, PARAMS_TOL = 0.01, 0.03      # arms compared at equal budgets: this close or refused
@@ -172,26 +172,36 @@ def arms_protocol(name: str, arms: list[Arm], s: ExperimentSettings) -> dict[str
 
 
 def run_arms(name: str, out: Path, arms: list[Arm], s: ExperimentSettings, overwrite: bool = False,
-             log: Callable[[str], None] = print) -> dict[str, int]:
-    """Train every arm with seeds ``s.seed .. s.seed + s.seeds - 1`` (finished runs kept)."""
+             log: Callable[[str], None] = print, first: tuple[str, ...] = ()) -> dict[str, int]:
+    """Train every arm with seeds ``s.seed .. s.seed + s.seeds - 1`` (finished runs kept), seed by
+    seed; the arms named in ``first`` (a primary pair) train all their seeds before the others,
+    so a campaign stopped part-way has answered its main question first."""
     protocol = arms_protocol(name, arms, s)
     check_protocol(out, protocol, overwrite, name)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / STORE_NAME)
     store.init_protocol(protocol)   # arms added: recorded before any of their runs
-    rows = []
-    for r in range(s.seeds):
-        for arm in arms:   # seed-major: a stopped run leaves whole pairs
-            spec = arm.spec.replace(name=f"{name}_{arm.name}")
-            rows.append(dict(key=f"{arm.name}-r{r}", spec_hash=arm.spec.hash(), repeat=r, seed=s.seed + r,
-                             kind=arm.name, spec=spec.to_json(), widths=[b.out_chs for b in spec.blocks],
-                             macs=arm.macs, params=arm.params, params_of_f={}))
+    rows = trial_rows(name, arms, s, first)
     store.add(rows)
     plan = s.plan()
     store.set_meta("name", name)
     store.set_meta("plan", plan.to_dict())
     store.set_meta("arms", {a.name: a.record() for a in arms})
     return execute(store, out, plan, s.run_options(), f"experiment {name}", log)
+
+
+def trial_rows(name: str, arms: list[Arm], s: ExperimentSettings, first: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The store's rows in training order: seed by seed (a stopped run leaves whole pairs), the
+    arms named in ``first`` through every seed before the others."""
+    rows = []
+    groups = [[a for a in arms if a.name in first], [a for a in arms if a.name not in first]]
+    for group, r in ((g, r) for g in groups for r in range(s.seeds)):
+        for arm in group:
+            spec = arm.spec.replace(name=f"{name}_{arm.name}")
+            rows.append(dict(key=f"{arm.name}-r{r}", spec_hash=arm.spec.hash(), repeat=r, seed=s.seed + r,
+                             kind=arm.name, spec=spec.to_json(), widths=[b.out_chs for b in spec.blocks],
+                             macs=arm.macs, params=arm.params, params_of_f={}))
+    return rows
 
 
 def collect(out: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:

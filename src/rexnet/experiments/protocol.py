@@ -22,7 +22,7 @@ from ..io import refuse_other_settings, write_text
 from .paired import Arm, ExperimentSettings
 
 __all__ = ["PROTOCOL_FILE", "build_protocol", "load_protocol", "register_protocol", "ANALYSIS",
-           "min_seeds_to_reject", "estimate_core_hours"]
+           "min_seeds_to_reject", "estimate_core_hours", "family_sizes", "correction_of"]
 
 PROTOCOL_FILE = "protocol.yaml"
 ALPHA = 0.05
@@ -56,11 +56,29 @@ def build_protocol(exp, s: ExperimentSettings, arms: list[Arm]) -> dict[str, Any
                     val_subset=s.val_subset or None, test_images=s.test_images or None, batch_size=s.batch_size,
                     recipe="cifar", recipe_values=recipe_values("cifar")),
         primary_metric=primary_metric(s),
-        comparisons=[dict(name=c.name, a=c.a, b=c.b, expected=f"{c.a} > {c.b}", main=c.main, what=c.what)
-                     for c in stated],
+        comparisons=[dict(name=c.name, a=c.a, b=c.b, expected=f"{c.a} > {c.b}", main=c.main, what=c.what,
+                          **({"family": c.family} if c.family else {})) for c in stated],
         smallest_effect=exp.smallest_effect, equivalence_margin=exp.margin, unit="points of test top-1",
-        alpha=ALPHA, correction=f"Holm over the {len(stated)} stated comparisons",
-        min_seeds_to_reject=min_seeds_to_reject(len(stated)), analysis=ANALYSIS)
+        alpha=ALPHA, correction=correction_of(stated),
+        min_seeds_to_reject=min_seeds_to_reject(max(family_sizes(stated).values(), default=1)), analysis=ANALYSIS)
+
+
+def family_sizes(comparisons) -> dict[str, int]:
+    """Stated comparisons per Holm family (a Comparison's ``family``, or a protocol entry's)."""
+    sizes: dict[str, int] = {}
+    for c in comparisons:
+        f = c.get("family", "") if isinstance(c, dict) else c.family
+        sizes[f] = sizes.get(f, 0) + 1
+    return sizes
+
+
+def correction_of(comparisons) -> str:
+    """The multiplicity correction in words: Holm over all, or within each named family."""
+    sizes = family_sizes(comparisons)
+    if set(sizes) == {""} or not sizes:
+        return f"Holm over the {sum(sizes.values())} stated comparisons"
+    return "Holm within each family, each at alpha: " + "; ".join(
+        f"{f or 'unnamed'}: {n} comparison{'s' * (n > 1)}" for f, n in sizes.items())
 
 
 def load_protocol(out: str | Path) -> dict[str, Any] | None:

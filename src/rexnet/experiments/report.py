@@ -117,6 +117,46 @@ def _search_figure(result: dict[str, Any], path: Path) -> Path | None:
     return save_figure(fig, path, dpi=120)
 
 
+def _widths_figure(result: dict[str, Any], path: Path) -> Path | None:
+    """Every arm's block widths against the block index (the arms' colours where stated)."""
+    arms, colours = result["arms"], result.get("colours") or {}
+    if len({len(a["widths"]) for a in arms.values()}) != 1:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for k, a in arms.items():
+        ax.plot(range(1, len(a["widths"]) + 1), a["widths"], "o-", ms=3, color=colours.get(k),
+                label=f"{k} ({a['macs'] / 1e6:.2f} M MACs, {a['params'] / 1e6:.3f} M params)")
+    ax.set_xlabel("block index")
+    ax.set_ylabel("output channels")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def _accuracy_figure(result: dict[str, Any], path: Path) -> Path | None:
+    """Each arm's mean test top-1 with its 95% t-interval over seeds (seeds as dots)."""
+    from ..stats import mean_ci
+
+    arms, colours = result["arms"], result.get("colours") or {}
+    if not any(a["accuracies"] for a in arms.values()):
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (k, a) in enumerate(arms.items()):
+        accs = list(a["accuracies"].values())
+        if not accs:
+            continue
+        m, half, _ = mean_ci(accs)
+        ax.plot([i] * len(accs), accs, ".", color=colours.get(k, "tab:gray"), alpha=0.5)
+        ax.errorbar([i + 0.15], [m], yerr=None if half != half else [[half], [half]], fmt="s", capsize=4,
+                    color=colours.get(k, "black"))
+    ax.set_xticks(range(len(arms)), list(arms), fontsize=7, rotation=20)
+    ax.set_ylabel("test top-1 (%): seeds, mean and 95% CI")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
 def _figures(name: str, result: dict[str, Any], figs: Path) -> list[Path]:
     made = []
     if name == "search_cpu":
@@ -130,6 +170,8 @@ def _figures(name: str, result: dict[str, Any], figs: Path) -> list[Path]:
             made.append(_paired_figure(c, result["arms"], figs / f"paired_{slug}.png", c["name"]))
         if len(comps) > 1:
             made.append(_forest(comps, figs / "differences.png"))
+        if result.get("protocol"):
+            made += [_widths_figure(result, figs / "widths.png"), _accuracy_figure(result, figs / "accuracy.png")]
     return [p for p in made if p is not None]
 
 
@@ -161,10 +203,18 @@ def _registered_section(r: dict[str, Any]) -> list[str]:
              f"below alpha and the 95% interval excludes 0 on that side; equivalent: TOST rejects at the margin; "
              f"otherwise inconclusive. r(a, b): the arms' correlation over seeds (what pairing removes).", "",
              markdown_table(head, rows(r["comparisons"])), ""]
+    sec = r.get("secondary_analysis")
+    if sec:
+        lines += [f"## {sec['title']}", "", sec["text"] + ".", "", markdown_table(sec["headers"], sec["rows"]), ""]
     if r.get("exploratory"):
         lines += ["## Exploratory (not stated in the protocol; never a headline)", "",
                   markdown_table(head, rows(r["exploratory"])), ""]
     return lines
+
+
+def _all_training(s: dict[str, Any]) -> str:
+    held = s.get("holdout") or 0
+    return f"all {50_000 - held:,} ({held:,} held out)" if held else "all 50,000"
 
 
 def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
@@ -174,8 +224,7 @@ def _report(name: str, r: dict[str, Any], figs: list[Path], pilot: bool) -> str:
          f"**Command:** `{r.get('command') or 'rexnet experiment ' + name}`", "",
          f"**Wall time:** {r['wall_s']:.0f} s over all invocations of the command ({r['counts']['done']} runs done, "
          f"{r['counts']['failed']} failed).", "",
-         f"**Setting:** {s['epochs']} epoch(s) on {s['train_subset'] or 'all 50,000'} training images "
-         f"(class-balanced), batch {s['batch_size']}, data `{s['data']}`, seeds "
+         f"**Setting:** {s['epochs']} epoch(s) on {s['train_subset'] or _all_training(s)} training images (class-balanced), batch {s['batch_size']}, data `{s['data']}`, seeds "
          f"{s['seed']}..{s['seed'] + s['seeds'] - 1} "
          f"(the same seed gives both arms the same data order, augmentation and initialisation stream).", ""]
     m = r["main"]

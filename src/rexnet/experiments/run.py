@@ -94,7 +94,7 @@ def train_arms(exp: Experiment, out: Path, s: ExperimentSettings, overwrite: boo
     log(f"experiment {exp.name}: {len(arms)} arms x {s.seeds} seeds = {len(arms) * s.seeds} runs, {s.epochs} "
         f"epoch(s) on {s.train_subset or 'all'} training images, test top-1 on "
         f"{s.test_images or 'all 10,000'} images; out {out}")
-    return arms, run_arms(exp.name, out, arms, s, overwrite, log)
+    return arms, run_arms(exp.name, out, arms, s, overwrite, log, first=exp.first_arms)
 
 
 def pilot_advice(result: dict[str, Any], out: Path, s: ExperimentSettings, smallest_effect: float = 0.5,
@@ -136,7 +136,8 @@ def analyze_experiment(experiment: Experiment | str, out: str | Path, s: Experim
     refuse_diverged(trials)
     arm_rec = {a.name: dict(a.record(), accuracies=accuracies(trials, a.name, s.seeds)) for a in arms}
     base = dict(experiment=exp.name, description=exp.description, primary_metric=primary_metric(s), arms=arm_rec,
-                settings=dataclasses.asdict(s), runs=_run_rows(trials))
+                settings=dataclasses.asdict(s), runs=_run_rows(trials), **({"colours": dict(exp.colours)}
+                                                                           if exp.colours else {}))
     if exp.analyze is not None:
         return dict(base, **exp.analyze(out, trials, counts, s, arm_rec))
     protocol = load_protocol(out)
@@ -197,9 +198,11 @@ def _registered_result(exp: Experiment, arm_rec: dict[str, dict[str, Any]], prot
     seeds, margin = set(range(first, first + n)), protocol["equivalence_margin"]
     stated = [_compare(c, arm_rec, seeds, margin) for c in protocol["comparisons"]
               if c["a"] in arm_rec and c["b"] in arm_rec]
-    for c, p_adj in zip(stated, holm([c["permutation_p"] for c in stated])):
-        c.update(holm_p=p_adj, verdict=verdict(c["ci95"], p_adj, c["tost"]["p"], protocol["alpha"]),
-                 exploratory=False)
+    for family in {c.get("family", "") for c in stated}:   # Holm within each family the protocol names
+        members = [c for c in stated if c.get("family", "") == family]
+        for c, p_adj in zip(members, holm([c["permutation_p"] for c in members])):
+            c.update(holm_p=p_adj, verdict=verdict(c["ci95"], p_adj, c["tost"]["p"], protocol["alpha"]),
+                     exploratory=False)
     names = {c["name"] for c in stated}
     extra = [dict(name=c.name, a=c.a, b=c.b, expected=f"{c.a} > {c.b}", main=False, what=c.what)
              for c in exp.comparisons if c.name not in names and c.a in arm_rec and c.b in arm_rec]
@@ -209,7 +212,8 @@ def _registered_result(exp: Experiment, arm_rec: dict[str, dict[str, Any]], prot
         exploratory += [dict(_compare(dict(c, name=f"{c['name']} (every seed)"), arm_rec, None, margin),
                              exploratory=True) for c in protocol["comparisons"]]
     main = next(c for c in stated if c["main"])
-    return dict(main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
+    secondary = {} if exp.secondary is None else dict(secondary_analysis=exp.secondary(arm_rec, seeds))
+    return dict(**secondary, main=main, n_seeds=main["n"], diff_mean=main["diff_mean"], ci95=main["ci95"],
                 permutation_p=main["permutation_p"], holm_p=main["holm_p"], tost=main["tost"],
                 verdict=main["verdict"], expected=main["expected"], comparisons=stated, exploratory=exploratory,
                 diverged_runs=0, seeds_stated=n, complete=main["n"] >= n,

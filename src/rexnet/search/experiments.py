@@ -1,6 +1,7 @@
 """The experiments that live in the search's fixed network, on :mod:`rexnet.experiments`' engine.
 
-``linear_vs_stagewise`` pairs a preset's two references (a line and MobileNetV2's
+``shape_panel`` (:mod:`rexnet.search.panel`) trains six fixed shapes at equal MACs over
+paired seeds; ``linear_vs_stagewise`` pairs a preset's two references (a line and MobileNetV2's
 staircase, solved to equal MACs and params) over seeds; ``search_cpu`` is a whole
 search whose analysis asks whether the top 10% is more linear than the rest.
 """
@@ -19,6 +20,7 @@ from ..stats import gap_interval, interval_verdict, paired_stats, subset_mean_pv
 from ..trials import STORE_NAME, Store
 from .analysis import analyze_search, split_groups
 from .run import SearchSettings, protocol_of, run_search
+from .panel import SHAPE_PANEL
 from .space import get_preset
 
 __all__ = ["LINEAR_VS_STAGEWISE", "SEARCH_CPU", "SEARCH_EXPERIMENTS", "catalogue", "reference_arms"]
@@ -123,7 +125,7 @@ SEARCH_CPU = Experiment(
     dict(COMMON, preset="smoke", trials=40, seeds=2, epochs=4, train_subset=2500, rank_images=256),   # 84 runs
     lambda s: reference_arms(s.preset), (REFERENCE_COMPARISON,), train=_train_search, analyze=_analyze_search)
 
-SEARCH_EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (LINEAR_VS_STAGEWISE, SEARCH_CPU)}
+SEARCH_EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (SHAPE_PANEL, LINEAR_VS_STAGEWISE, SEARCH_CPU)}
 
 
 def catalogue() -> dict[str, Experiment]:
@@ -131,5 +133,5 @@ def catalogue() -> dict[str, Experiment]:
     from ..experiments import EXPERIMENTS
 
     every = {**SEARCH_EXPERIMENTS, **EXPERIMENTS}
-    order = ("linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cpu")
+    order = ("shape_panel", "linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cpu")
     return {name: every[name] for name in (*order, *(n for n in every if n not in order))}
