@@ -5,7 +5,7 @@ CIFAR-10 training set minus a held-out split, to choose a budget where the netwo
         [--data ../shared/data/cifar10-jpeg.zip] [--out docs/experiments/scale_pilot]
 
 Each budget is one run (seed 0) of the linear reference of the ``smoke`` preset (the
-12-block network of the CPU searches) in its own store ``OUT/e<epochs>/``, all budgets at
+12-block network of the CPU searches; ``--arm mobilenetv2:0.35``: MobileNetV2 x0.35 instead) in its own store ``OUT/e<epochs>/``, all budgets at
 once (one single-thread process each).  Held-out top-1 picks the best epoch on
 ``--holdout`` training images; the test split is read once, at the end.  The protocol
 (``OUT/protocol.json``: arm, budgets, data, the decision rule) is written by ``--plan`` to
@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from rexnet.experiments.definitions import mobilenetv2_pair
 from rexnet.experiments.paired import Arm, ExperimentSettings, collect, run_arms
 from rexnet.experiments.protocol import estimate_core_hours
 from rexnet.io import changed_settings, markdown_table, refuse_other_settings, write_json, write_text
@@ -37,6 +38,9 @@ DECISION = (f"the smallest budget whose test top-1 is at least {TARGET:.0f}% and
             f"{DOUBLING_GAIN:.0f} points (the doubled budget measured here); none when no budget qualifies "
             f"(then 20 epochs, or a GPU)")
 
+REACHES = (f"the width qualifies for the campaign at every budget here whose test top-1 is at least {TARGET:.0f}% "
+           f"(MobileNetV2 is trained at the budget the linear reference's pilot chose)")
+
 
 def _settings(args: argparse.Namespace, epochs: int) -> ExperimentSettings:
     return ExperimentSettings(data=args.data, seeds=1, seed=0, epochs=epochs, train_subset=None, holdout=args.holdout,
@@ -44,23 +48,34 @@ def _settings(args: argparse.Namespace, epochs: int) -> ExperimentSettings:
                               progress=False)
 
 
-def _arm(preset: str) -> Arm:
+def _arm(preset: str, which: str = "linear") -> Arm:
+    """The preset's linear reference, or (``mobilenetv2:W``) MobileNetV2 xW on the CIFAR stride plan."""
+    if which.startswith("mobilenetv2:"):
+        return next(a for a in mobilenetv2_pair(float(which.split(":")[1])) if a.name == "stagewise")
+    if which != "linear":
+        raise SystemExit(f"--arm {which!r}: choose linear or mobilenetv2:WIDTH (e.g. mobilenetv2:0.35)")
     return next(a for a in reference_arms(preset) if a.name == "linear")
 
 
+def _arm_name(args: argparse.Namespace) -> str:
+    if args.arm == "linear":
+        return f"{args.preset} linear reference"
+    return f"MobileNetV2 x{float(args.arm.split(':')[1]):g} on the CIFAR stride plan"
+
+
 def _protocol(args: argparse.Namespace) -> dict:
-    arm = _arm(args.preset)
-    return dict(arm=dict(name=f"{args.preset} linear reference", macs=arm.macs, params=arm.params,
+    arm = _arm(args.preset, args.arm)
+    return dict(arm=dict(name=_arm_name(args), macs=arm.macs, params=arm.params,
                          spec_hash=arm.spec.hash()),
                 budgets=args.budgets, data=args.data, holdout=args.holdout, train_images=50_000 - args.holdout,
                 test="all 10,000 test images, read once at the end of each run", seed=0,
-                recipe=recipe_values("cifar"), decision=DECISION)
+                recipe=recipe_values("cifar"), decision=DECISION if args.arm == "linear" else REACHES)
 
 
 def _one(job: tuple[dict, int, str]) -> int:
     args_d, epochs, out = job
     args = argparse.Namespace(**args_d)
-    counts = run_arms(f"scale_pilot_e{epochs}", Path(out), [_arm(args.preset)], _settings(args, epochs),
+    counts = run_arms(f"scale_pilot_e{epochs}", Path(out), [_arm(args.preset, args.arm)], _settings(args, epochs),
                       log=lambda m: print(f"[e{epochs}] {m}", flush=True))
     return counts["done"]
 
@@ -78,7 +93,11 @@ def _row(out: Path, epochs: int) -> dict | None:
                 core_hours=round(r["cpu_s"] / 3600, 3), diverged=r.get("diverged"), threads=r["threads"])
 
 
-def _decide(rows: dict[int, dict]) -> dict:
+def _decide(rows: dict[int, dict], rule: str = DECISION) -> dict:
+    if rule == REACHES:
+        ok = [e for e in sorted(rows) if rows[e]["test_top1"] >= TARGET]
+        return dict(budget_epochs=None, reaches_target_at=ok,
+                    why=f"at least {TARGET:.0f}% at {ok or 'no'} epochs of those measured ({sorted(rows)})")
     for e in sorted(rows):
         doubled = rows.get(2 * e)
         if rows[e]["test_top1"] >= TARGET and doubled is not None and \
@@ -92,7 +111,7 @@ def _report(args: argparse.Namespace, protocol: dict, rows: dict[int, dict], pap
     table = [[e, f"{r['test_top1']:.2f}", f"{r['heldout_top1']:.2f}", r["best_epoch"] + 1, r["train_images"],
               f"{r['images_per_s_per_core']:.1f}", f"{r['wall_s']:.0f}", r["core_hours"], r["diverged"] or "no"]
              for e, r in sorted(rows.items())]
-    decision = _decide(rows)
+    decision = _decide(rows, protocol["decision"])
     lines = ["# Scale pilot: how long must the search network train on CIFAR-10 here?", "",
              f"Command: `{' '.join(sys.argv)}`", "",
              f"Arm: {protocol['arm']['name']} ({protocol['arm']['macs']:,} MACs, {protocol['arm']['params']:,} params, "
@@ -100,8 +119,10 @@ def _report(args: argparse.Namespace, protocol: dict, rows: dict[int, dict], pap
              f"{protocol['holdout']:,} held out for the best epoch; {protocol['test']}.", "",
              markdown_table(["epochs", "test top-1", "held-out top-1", "best epoch", "training images",
                              "train img/s per core", "wall s", "core-hours", "diverged"], table), "",
-             f"Decision rule (fixed before the runs): {DECISION}.", "",
-             f"**Decision: {decision['budget_epochs'] or 'none'}** ({decision['why']}).", "",
+             f"Decision rule (fixed before the runs): {protocol['decision']}.", "",
+             (f"**Decision: {decision['budget_epochs'] or 'none'}** ({decision['why']})." if "reaches_target_at"
+              not in decision else f"**Reaches {TARGET:.0f}%: {'yes' if decision['reaches_target_at'] else 'no'}** "
+                                   f"({decision['why']})."), "",
              f"The paper's depth-18 network at 30 MMACs (`d18_30m_cifar10` linear reference): {paper['rate']} "
              f"training images/s per core measured beside the runs ({paper['how']}), against "
              f"{paper['smoke_rate']} for this arm by the same measure (a synthetic measure, slower than the "
@@ -120,6 +141,8 @@ def main() -> int:
     ap.add_argument("--budgets", default="5,10", type=lambda v: [int(x) for x in v.split(",")])
     ap.add_argument("--holdout", type=int, default=5000)
     ap.add_argument("--preset", default="smoke")
+    ap.add_argument("--arm", default="linear", help="linear (the preset's linear reference) or mobilenetv2:WIDTH "
+                    "(MobileNetV2 xWIDTH on the CIFAR stride plan, the hardest arm of the campaign)")
     ap.add_argument("--plan", action="store_true", help="write OUT/protocol.json and stop")
     args = ap.parse_args()
     out = Path(args.out)
@@ -147,10 +170,10 @@ def main() -> int:
     rows = {e: r for e in args.budgets if (r := _row(out, e)) is not None}
     s = _settings(args, 1)
     paper = estimate_core_hours([dataclasses.replace(_arm("d18_30m_cifar10"), name="paper"),
-                                 dataclasses.replace(_arm(args.preset), name="this")], s)
+                                 dataclasses.replace(_arm(args.preset, args.arm), name="this")], s)
     paper = dict(rate=paper["images_per_s_per_core"]["paper"], smoke_rate=paper["images_per_s_per_core"]["this"],
                  how=paper["how"])
-    write_json(dict(protocol=protocol, runs=rows, decision=_decide(rows), paper_network=paper,
+    write_json(dict(protocol=protocol, runs=rows, decision=_decide(rows, protocol["decision"]), paper_network=paper,
                     wall_s=round(time.time() - t0, 1)), out / "result.json")
     write_text(out / "report.md", _report(args, protocol, rows, paper))
     print(f"wrote {out}/report.md")
