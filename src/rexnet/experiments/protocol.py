@@ -76,7 +76,8 @@ def correction_of(comparisons) -> str:
     """The multiplicity correction in words: Holm over all, or within each named family."""
     sizes = family_sizes(comparisons)
     if set(sizes) == {""} or not sizes:
-        return f"Holm over the {sum(sizes.values())} stated comparisons"
+        n = sum(sizes.values())
+        return f"Holm over the {n} stated comparisons" if n > 1 else "none: one stated comparison, at alpha"
     return "Holm within each family, each at alpha: " + "; ".join(
         f"{f or 'unnamed'}: {n} comparison{'s' * (n > 1)}" for f, n in sizes.items())
 

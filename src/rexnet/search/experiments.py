@@ -133,5 +133,6 @@ def catalogue() -> dict[str, Experiment]:
     from ..experiments import EXPERIMENTS
 
     every = {**SEARCH_EXPERIMENTS, **EXPERIMENTS}
-    order = ("shape_panel", "linear_vs_stagewise", "mobilenetv2_linear", "table2", "search_cpu")
+    order = ("shape_panel", "mobilenetv2_linear_full", "linear_vs_stagewise", "mobilenetv2_linear", "table2",
+             "search_cpu")
     return {name: every[name] for name in (*order, *(n for n in every if n not in order))}

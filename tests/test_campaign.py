@@ -1,5 +1,6 @@
-"""The shape panel: its six shapes at equal MACs, Holm within the protocol's families, the
-primary pair trained first, the R² regression against a direct fit, and its report."""
+"""The full-scale campaign's experiments.  The shape panel: its six shapes at equal MACs, Holm
+within the protocol's families, the primary pair trained first, the R² regression against a
+direct fit, and its report.  mobilenetv2_linear_full: one stated pair, registered as planned."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from rexnet import stats
-from rexnet.experiments import ExperimentSettings, analyze_experiment
+from rexnet.experiments import EXPERIMENTS, ExperimentSettings, analyze_experiment
+from rexnet.experiments.definitions import mobilenetv2_pair
 from rexnet.experiments.paired import trial_rows
 from rexnet.experiments.protocol import PROTOCOL_FILE, build_protocol, register_protocol
 from rexnet.experiments.report import write_outputs
@@ -115,3 +117,16 @@ def test_plan_writes_the_protocol_with_families_and_an_estimate(tmp_path, capsys
     assert p["registered"]["before_any_result"] and set(p["arms"]) == set(SHAPES)
     assert p["estimate"]["runs"] == 48 and p["estimate"]["core_hours"] > 0
     assert "commit it before the first run" in capsys.readouterr().out
+
+
+def test_mobilenetv2_linear_full_states_one_pair_at_equal_macs():
+    exp = EXPERIMENTS["mobilenetv2_linear_full"]
+    s = ExperimentSettings(data="cifar10").with_defaults(exp.defaults)
+    arms = exp.arms(s)
+    assert [a.name for a in arms] == ["linear", "stagewise"] and abs(arms[0].macs / arms[1].macs - 1) <= 0.01
+    assert arms[0].params < arms[1].params                                  # the line has fewer params
+    assert [a.spec.hash() for a in arms] == [a.spec.hash() for a in mobilenetv2_pair(0.35)[:2]]
+    p = build_protocol(exp, s, arms)
+    assert [c["name"] for c in p["comparisons"]] == ["linear vs stage-wise at equal MACs"]
+    assert p["correction"] == "none: one stated comparison, at alpha" and p["min_seeds_to_reject"] == 6
+    assert p["budget"]["holdout"] == 5000 and p["budget"]["train_subset"] is None and p["seeds"]["n"] == 8
