@@ -11,6 +11,7 @@ import rexnet.train.data as data_mod
 import rexnet.train.loop as loop_mod
 import rexnet.train.task as task_mod
 from rexnet.experiments import ExperimentSettings, run_experiment
+from rexnet.experiments.paired import collect
 from rexnet.search.experiments import catalogue
 from rexnet.train.data import DataError, build_dataset, holdout_split
 from train_helpers import CIFAR_ZIP, needs_cifar
@@ -67,13 +68,19 @@ def test_no_test_image_is_read_before_the_final_score(tmp_path, monkeypatch):
     monkeypatch.setattr(data_mod, "build_dataset", counted_build)   # the trial's final score opens it here
     monkeypatch.setattr(loop_mod, "train", marked_train)
     settings = ExperimentSettings(data=str(CIFAR_ZIP), seeds=2, epochs=2, train_subset=100, holdout=200,
-                                  val_subset=100, test_images=100, batch_size=50, workers=1, in_process=True,
-                                  progress=False)
+                                  val_subset=100, test_images=100, batch_size=50, rank_images=20, workers=1,
+                                  in_process=True, progress=False)
     with contextlib.chdir(tmp_path):
         r = run_experiment(catalogue()["linear_vs_stagewise"], tmp_path / "exp", settings)
     assert reads[("val", "training")] == 0                       # the test split, while any run trained
     assert reads[("train", "training")] > 0                      # training and held-out images
-    assert reads[("val", "outside")] == 4 * 100                  # once per run, for the final score
+    assert reads[("val", "outside")] == 4 * 100                  # once per run, for the final score (the rank
+    trials, _ = collect(tmp_path / "exp")                        # of the features reads held-out images)
+    for t in (x["result"] for x in trials):
+        assert t["rank_images_from"] == "held-out training images" and t["rank_images"] == 20
+        cum = t["cumulative_singular_values"]
+        assert len(cum) == t["feature_channels"] and cum[-1] == pytest.approx(1.0, abs=1e-4)
+        assert all(a <= b + 1e-9 for a, b in zip(cum, cum[1:])) and 1 <= t["rank_0.01"] <= t["feature_channels"]
     runs = r["runs"]
     assert {x["status"] for x in runs} == {"done"} and all(x["test_images"] == 100 for x in runs)
     assert "200 training images held out" in r["primary_metric"]

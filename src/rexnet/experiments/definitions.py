@@ -265,8 +265,8 @@ MOBILENETV2_LINEAR_FULL = Experiment(
     "block widths re-assigned to a straight line from MobileNetV2's first block width, its increment solved to "
     "MobileNetV2's MACs (1%); stem, expansions, strides, the 1280-channel head, classifier and (partial) shortcut "
     "rule unchanged; params reported (the line has fewer). One stated comparison; any arm added later is "
-    "exploratory",
-    dict(COMMON, width=0.35, seeds=8, epochs=16, train_subset=None, holdout=5000, val_subset=None),
+    "exploratory; each model's final-feature rank is read on 1,000 held-out images (for trained_rank)",
+    dict(COMMON, width=0.35, seeds=8, epochs=16, train_subset=None, holdout=5000, val_subset=None, rank_images=1000),
     lambda s: mobilenetv2_pair(s.width, controls=False), MBV2_COMPARISONS[:1], first_arms=("linear", "stagewise"))
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (MOBILENETV2_LINEAR, MOBILENETV2_LINEAR_FULL, TABLE2)}

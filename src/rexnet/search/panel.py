@@ -165,7 +165,8 @@ SHAPE_PANEL = Experiment(
     "A panel of channel configurations of the search's fixed network at equal MACs (1%): the linear rule, the "
     "stage-wise convention as practised (MobileNetV2's stages x one multiplier), stage-wise at equal MACs and "
     "params, input-starved (convex), early-saturating (concave) and constant width, trained on all of CIFAR-10's "
-    "training set but a held-out split that picks the best epoch; the test split is read once",
-    dict(COMMON, preset="smoke", seeds=8, epochs=16, train_subset=None, holdout=5000, val_subset=None),
+    "training set but a held-out split that picks the best epoch; the test split is read once; each model's final-feature rank is read on 1,000 held-out images (for trained_rank)",
+    dict(COMMON, preset="smoke", seeds=8, epochs=16, train_subset=None, holdout=5000, val_subset=None,
+         rank_images=1000),
     lambda s: panel_arms(s.preset), PANEL_COMPARISONS, first_arms=("linear", "stagewise"),
     secondary=shape_regression, colours=COLOURS)

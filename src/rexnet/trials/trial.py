@@ -83,8 +83,10 @@ def run_trial(trial: dict[str, Any], out: str | os.PathLike, plan: TrialPlan, th
     # one reading of the test split for both (opening CIFAR's 60,000-entry zip costs about a second)
     test_set = build_dataset(cfg.data, "val", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
     result.update(_full_test(best, test_set, cfg, plan.test_images or None))
-    if plan.rank_images:
-        result.update(_final_rank(best, test_set, cfg, plan.rank_images, trial["seed"]))
+    if plan.rank_images:   # on held-out training images when there are any: the test split is for the score
+        source = _held_out(cfg) if cfg.holdout else test_set
+        result.update(_final_rank(best, source, cfg, plan.rank_images, trial["seed"]),
+                      rank_images_from="held-out training images" if cfg.holdout else "test images")
     # cpu_s / wall_s near the thread count: the trial had its cores; well below: it waited for them
     result.update(tcmalloc=loaded() is not None, threads=torch.get_num_threads(), wall_s=round(time.time() - t0, 2),
                   cpu_s=round(time.process_time() - cpu0, 2))
@@ -127,18 +129,34 @@ def _eval_view(ds, cfg, n: int | None = None):
                                                                    interpolation=cfg.interpolation))
 
 
-def _final_rank(model, test_set, cfg, n_images: int, seed: int) -> dict[str, float]:
-    """Nuclear norm of the last block's output on the first ``n_images`` (class-balanced)
-    test images, raw (sum sigma / sigma_max) and divided by the width, and its effective
-    rank.  The width-normalised one falls with width by construction; the raw one does not."""
+def _held_out(cfg):
+    """The held-out training images the trial selected its epoch on (the same draw)."""
+    from ..train.data import build_dataset, holdout_split
+
+    train_set = build_dataset(cfg.data, "train", None, cfg.data_root, cfg.download, cfg.skip_bad_images)
+    return holdout_split(train_set, cfg.holdout, cfg.holdout_seed)[1]
+
+
+RANK_TOLS = (1e-3, 1e-2)   # numerical rank: sigma_i above this share of sigma_max
+
+
+def _final_rank(model, images_from, cfg, n_images: int, seed: int) -> dict[str, Any]:
+    """The last block's output on the first ``n_images`` (class-balanced) images of
+    ``images_from``: its nuclear norm raw (sum sigma / sigma_max) and divided by the width,
+    effective rank, numerical ranks at :data:`RANK_TOLS`, and the cumulative normalised
+    singular values (the paper's Fig. 5, right).  The width-normalised nuclear norm falls
+    with width by construction; the raw one does not."""
     import torch
 
     from ..rank.analyze import final_spectrum
-    from ..rank.measures import effective_rank, nuclear_ratio
+    from ..rank.measures import effective_rank, nuclear_ratio, numerical_rank
 
-    view = _eval_view(test_set, cfg, n_images)
+    view = _eval_view(images_from, cfg, n_images)
     images = torch.stack([view[i][0] for i in range(len(view))])
     sigma, width = final_spectrum(model.cpu(), images, seed)
     raw = nuclear_ratio(sigma)
+    cumulative = (sigma.cumsum(0) / sigma.sum()).tolist() if float(sigma.sum()) > 0 else []
     return dict(nuclear_norm=round(raw / width, 5), nuclear_norm_raw=round(raw, 4),
-                effective_rank=round(effective_rank(sigma), 3), feature_channels=width)
+                effective_rank=round(effective_rank(sigma), 3), feature_channels=width,
+                **{f"rank_{tol:g}": numerical_rank(sigma, tol) for tol in RANK_TOLS},
+                cumulative_singular_values=[round(c, 5) for c in cumulative], rank_images=len(view))
