@@ -130,3 +130,65 @@ def test_mobilenetv2_linear_full_states_one_pair_at_equal_macs():
     assert [c["name"] for c in p["comparisons"]] == ["linear vs stage-wise at equal MACs"]
     assert p["correction"] == "none: one stated comparison, at alpha" and p["min_seeds_to_reject"] == 6
     assert p["budget"]["holdout"] == 5000 and p["budget"]["train_subset"] is None and p["seeds"]["n"] == 8
+
+
+def _rank_store(path, arms_acc: dict[str, list[float]], extra=None):
+    """A finished store whose runs carry the rank measures a campaign run records."""
+    path.mkdir(parents=True, exist_ok=True)
+    store = Store(path / "search.db")
+    spec = get_preset("smoke").space.references()[0].spec
+    store.add([dict(key=f"{arm}-r{r}", spec_hash=arm, repeat=r, seed=r, kind=arm, spec=spec.to_json(), widths=[8],
+                    macs=1, params=1) for arm, accs in arms_acc.items() for r in range(len(accs))])
+    while (t := store.claim("test")) is not None:
+        acc = arms_acc[t["kind"]][t["repeat"]]
+        res = dict(test_top1=acc, nuclear_norm_raw=acc / 4, nuclear_norm=acc / 400, effective_rank=100 - acc,
+                   **{"rank_0.001": 30 + (t["repeat"] % 2), "rank_0.01": 20},
+                   cumulative_singular_values=[0.5, 0.8, 1.0], **(extra or {}).get(t["key"], {}))
+        store.finish(t["key"], "test", res)
+    store.close()
+
+
+def test_trained_rank_correlates_models_and_pairs_mobilenetv2(tmp_path):
+    from scipy import stats as sp
+
+    from rexnet.experiments.trained_rank import run_trained_rank
+
+    panel, pair = tmp_path / "shape_panel", tmp_path / "mobilenetv2_linear_full"
+    _rank_store(panel, dict(linear=[81.0, 81.4], stagewise=[80.1, 80.5], input_starved=[77.0, 77.2],
+                            constant=[79.0, 79.6], early_saturating=[80.0, 79.8], stagewise_matched=[81.1, 81.0]))
+    _rank_store(pair, dict(linear=[82.0, 82.6, 82.2], stagewise=[81.0, 81.9, 81.5]))
+    out = tmp_path / "trained_rank"
+    src = (str(panel), str(pair))
+    p = run_trained_rank(out, plan=True, sources=src, pair=(str(pair), "linear", "stagewise"))
+    assert p["registered"]["before_any_result"] and not (out / "result.json").exists()
+    r = run_trained_rank(out, sources=src, pair=(str(pair), "linear", "stagewise"))
+    acc = [m["test_top1"] for m in r["models"]]
+    assert len(acc) == 8
+    by = {t["measure"]: t for t in r["tests"]}
+    raw = [m["nuclear_norm_raw"] for m in r["models"]]
+    assert by["nuclear_norm_raw"]["rho"] == pytest.approx(sp.spearmanr(raw, acc).statistic)
+    assert by["nuclear_norm_raw"]["rho"] == pytest.approx(1.0) and by["effective_rank"]["rho"] == pytest.approx(-1.0)
+    assert by["nuclear_norm_raw"]["p"] == pytest.approx(2 / 40320)                  # exact: 8! orderings
+    assert [t["holm_p"] for t in r["tests"]] == pytest.approx(stats.holm([t["p"] for t in r["tests"]]))
+    assert r["verdict"] == "holds" and by["effective_rank"]["verdict"] == "contradicted"
+    assert by["rank_0.01"]["rho"] is None and by["rank_0.01"]["verdict"] == "inconclusive"   # constant: undefined
+    top = r["pair"]["comparisons"]["test_top1"]
+    assert top["n"] == 3 and top["diff_mean"] == pytest.approx(np.mean([1.0, 0.7, 0.7]))
+    assert r["pair"]["spectra"]["linear"] == [0.5, 0.8, 1.0]
+    assert {"rank_vs_accuracy.png", "fig5_right.png"} <= {f.name for f in (out / "figures").iterdir()}
+    assert "**Verdict: holds**" in (out / "report.md").read_text()
+    # a run without measures, or a diverged one, is refused by name
+    _rank_store(tmp_path / "bad", dict(linear=[80.0]), extra={"linear-r0": dict(diverged="epoch 2: loss")})
+    with pytest.raises(ValueError, match=r"run linear-r0 of .*bad diverged"):
+        run_trained_rank(tmp_path / "tr2", sources=(str(tmp_path / "bad"),), pair=(str(pair), "linear", "stagewise"))
+    with pytest.raises(ValueError, match=r"no store at .*missing"):
+        run_trained_rank(tmp_path / "tr3", sources=(str(tmp_path / "missing"),))
+
+
+def test_trained_rank_is_a_command(tmp_path, capsys):
+    from rexnet.cli import main
+    from rexnet.experiments.trained_rank import SOURCES
+
+    assert main(["experiment", "trained_rank", "--plan", "--out", str(tmp_path / "tr")]) == 0
+    assert yaml.safe_load((tmp_path / "tr" / PROTOCOL_FILE).read_text())["sources"] == list(SOURCES)
+    assert "commit it before the first analysis" in capsys.readouterr().out

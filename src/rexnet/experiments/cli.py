@@ -15,8 +15,10 @@ __all__ = ["add_experiment_commands", "cmd_experiment"]
 def cmd_experiment(args: argparse.Namespace) -> int:
     from .run import plan_experiment, run_experiment
 
-    exp = args.catalogue[args.name]
     out = args.out or f"docs/experiments/{args.name}"
+    if args.name == "trained_rank":
+        return _trained_rank(out, args.plan)
+    exp = args.catalogue[args.name]
     given = dataclass_overrides(args, ExperimentSettings)
     settings = ExperimentSettings(**given)
     if args.plan:
@@ -45,6 +47,19 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0 if r["counts"]["failed"] == 0 else 1
 
 
+def _trained_rank(out: str, plan: bool) -> int:
+    from .trained_rank import run_trained_rank
+
+    r = run_trained_rank(out, plan=plan)
+    if plan:
+        print(f"{out}/protocol.yaml: commit it before the first analysis")
+        return 0
+    m = r["main"]
+    print(f"trained_rank: {m['measure']} vs test top-1 over {m['n']} models: rho {m['rho']}, 95% CI {m['ci95']}, "
+          f"Holm p {m['holm_p']}: {r['verdict']}; wrote {out}/result.json and {out}/report.md")
+    return 0
+
+
 def add_experiment_commands(sub, catalogue: Mapping[str, Experiment]) -> None:
     """``rexnet experiment NAME`` over the experiments of ``catalogue`` (name -> Experiment)."""
     lines = "; ".join(f"{e.name}: {e.description} (defaults: " + ", ".join(f"{k} {v}" for k, v in e.defaults.items()
@@ -53,8 +68,11 @@ def add_experiment_commands(sub, catalogue: Mapping[str, Experiment]) -> None:
     e = sub.add_parser("experiment", help="the paper's claims as paired-seed experiments with 95%% intervals",
                        description="Train the arms of one experiment over paired seeds (finished runs are kept: "
                                    "rerun the same command to resume, or with more --seeds to extend it), then "
-                                   "write OUT/result.json, report.md, runs.csv and figures/. " + lines)
-    e.add_argument("name", choices=list(catalogue))
+                                   "write OUT/result.json, report.md, runs.csv and figures/. " + lines
+                                   + "; trained_rank: the rank of the trained models of shape_panel and "
+                                     "mobilenetv2_linear_full against their accuracy (reads their stores, trains "
+                                     "nothing)")
+    e.add_argument("name", choices=[*catalogue, "trained_rank"])
     e.add_argument("--out", default=None, help="output folder (default docs/experiments/NAME)")
     e.add_argument("--pilot", action="store_true", help="run the first 2 seeds only and print how many seeds the "
                    "observed difference needs, with the estimated wall time")
